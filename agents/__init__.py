@@ -1,0 +1,1 @@
+"""One agent module per gate: baseline, format, finetune, evaluate, deploy."""

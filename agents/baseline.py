@@ -1,0 +1,84 @@
+"""Baseline gate: freeze the eval split and score the untouched base model on it.
+
+The eval split is chosen by content hash from the raw data the first time this gate runs, written to
+data/splits/eval.jsonl and frozen (its hash kept in .factory/frozen-eval.json). Every later score,
+baseline or candidate, is taken on exactly these records.
+"""
+from __future__ import annotations
+
+import json
+
+from agents import base_model, runner
+from agents.gate import GateContext, GateOutcome
+from factory import atomic, records, splits
+from factory.errors import FactoryError
+from factory.hashing import hash_json, hash_path
+
+name = "baseline"
+TEMPLATE = "score"
+
+
+def inputs(ctx: GateContext) -> dict[str, str | None]:
+    frozen = splits.frozen(ctx.project)
+    cfg = ctx.config
+    return {
+        "model": base_model.identity(ctx),
+        "eval_split": frozen["hash"] if frozen else None,
+        "scoring": hash_json({"model": cfg.model.model_dump(),
+                              "max_new_tokens": cfg.eval.max_new_tokens, "seed": cfg.eval.seed}),
+        "script": runner.script_hash(TEMPLATE),
+    }
+
+
+def run(ctx: GateContext) -> GateOutcome:
+    project = ctx.project
+    if ctx.options.get("refreeze") or splits.frozen(project) is None:
+        freeze_eval_split(ctx)
+    frozen = splits.check_frozen(project)
+
+    runner.write_script(ctx, name, {
+        "gate": name,
+        "model": base_model.script_view(ctx),
+        "eval_file": "data/splits/eval.jsonl",
+        "max_new_tokens": ctx.config.eval.max_new_tokens,
+        "seed": ctx.config.eval.seed,
+        "metrics_file": "metrics/baseline.json",
+        "examples_file": "metrics/baseline-examples.jsonl",
+    }, template=TEMPLATE)
+    runner.execute(ctx, name)
+
+    metrics = json.loads((project.metrics_dir / "baseline.json").read_text())
+    metrics["model_identity"] = base_model.identity(ctx)
+    metrics["eval_split_hash"] = frozen["hash"]
+    atomic.write_json(project.metrics_dir / "baseline.json", metrics)
+    return GateOutcome(summary={k: metrics[k] for k in ("examples", "exact_match", "loss")})
+
+
+def outputs(ctx: GateContext) -> dict[str, str | None]:
+    return {"baseline_examples": hash_path(ctx.project.metrics_dir / "baseline-examples.jsonl",
+                                           ctx.cache)}
+
+
+def freeze_eval_split(ctx: GateContext) -> None:
+    project, data = ctx.project, ctx.config.data
+    raw_dir = project.inside(data.raw_dir)
+    result = records.read_raw(raw_dir, project.root, data.format, skip_bad=True)
+    if result.bad_count and data.on_error == "fail":
+        shown = "; ".join(str(p) for p in result.problems[:3])
+        raise FactoryError("E_SCHEMA", f"{result.bad_count} bad record(s) in {data.raw_dir}: "
+                                       f"{shown}",
+                           details={"problems": [p.to_dict() for p in result.problems],
+                                    "bad_count": result.bad_count})
+    split = data.split
+    chosen = [r for r in result.records
+              if splits.bucket(r["id"], split.salt, split.val, split.eval) == "eval"]
+    if not result.records:
+        raise FactoryError("E_NO_DATA", f"no records found under {data.raw_dir}")
+    if len(chosen) < data.min_eval_records:
+        raise FactoryError(
+            "E_NO_DATA",
+            f"only {len(chosen)} of {len(result.records)} records fall into the eval split; "
+            f"a verdict needs at least data.min_eval_records={data.min_eval_records}",
+            hint="Add data to data/raw/, or raise data.split.eval in training-config.json.")
+    frozen = splits.freeze(project, chosen)
+    ctx.say(f"[baseline] froze {frozen['count']} eval records (hash {frozen['hash'][:12]})")

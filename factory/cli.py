@@ -1,0 +1,276 @@
+"""The `factory` command.
+
+Every command prints one JSON document with --json (shape in docs/cli-json.md) and otherwise a short
+human summary; progress goes to stderr so stdout stays parseable. Commands that do not train
+(init, status, next, log) never import torch or transformers: coding assistants call them in loops.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import traceback
+from importlib.resources import as_file, files
+from pathlib import Path
+
+from factory.errors import EXIT_OK, FactoryError
+from factory.project import CONFIG_FILE, Project
+from factory.state import GATES, ProjectState, read_events
+
+JSON_VERSION = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    command = args.command or "help"
+    if command == "help":
+        parser.print_help()
+        return EXIT_OK
+    try:
+        result, next_step = COMMANDS[command](args)
+    except FactoryError as error:
+        return emit_error(args, command, error)
+    except KeyboardInterrupt:
+        return emit_error(args, command, FactoryError(
+            "E_INTERRUPTED", "interrupted; nothing was recorded as done"))
+    except Exception as exc:  # never swallowed: reported with its traceback
+        traceback.print_exc()
+        return emit_error(args, command, FactoryError(
+            "E_INTERNAL", f"{type(exc).__name__}: {exc}"))
+    emit(args, {"ok": True, "command": command, "version": JSON_VERSION, "result": result,
+                "next": next_step})
+    return EXIT_OK
+
+
+# --- output -----------------------------------------------------------------------------------
+
+def emit(args, payload: dict) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        return
+    human = HUMAN.get(payload["command"])
+    if human:
+        human(payload["result"])
+    nxt = payload.get("next") or {}
+    if nxt.get("reason"):
+        print(f"\nnext: {nxt.get('command') or '(nothing to run)'}  — {nxt['reason']}")
+
+
+def emit_error(args, command: str, error: FactoryError) -> int:
+    payload = {"ok": False, "command": command, "version": JSON_VERSION, "error": error.to_dict(),
+               "next": {"command": None, "reason": error.hint}}
+    if getattr(args, "json", False):
+        print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(f"error {error.code}: {error.message}", file=sys.stderr)
+        for problem in error.details.get("problems", [])[:10]:
+            print(f"  {problem['file']}:{problem['line']}: {problem['field']}: expected "
+                  f"{problem['expected']}, found {problem['found']}", file=sys.stderr)
+        for field_error in error.details.get("errors", [])[:10]:
+            print(f"  {field_error['field']}: {field_error['expected']}", file=sys.stderr)
+        if error.details.get("log"):
+            print(f"  log: {error.details['log']}", file=sys.stderr)
+        print(f"hint: {error.hint}", file=sys.stderr)
+    return error.exit_code
+
+
+def say_to_stderr(args):
+    if args.quiet:
+        return lambda line: None
+    return lambda line: print(line, file=sys.stderr, flush=True)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+def cmd_init(args) -> tuple[dict, dict]:
+    target = Path(args.dir).resolve()
+    if target.exists() and any(target.iterdir()):
+        raise FactoryError("E_PROJECT_EXISTS", f"{target} is not empty",
+                           details={"dir": str(target)})
+    with as_file(files("project_template")) as template:
+        shutil.copytree(template, target, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
+    config_path = target / CONFIG_FILE
+    config = json.loads(config_path.read_text())
+    config["name"] = args.name or target.name
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return ({"project": str(target), "config": str(config_path)},
+            {"command": f"factory -C {target} run baseline",
+             "reason": "put data into data/raw/ and set model.name, then run the first gate"})
+
+
+def cmd_status(args) -> tuple[dict, dict]:
+    from factory import pipeline
+    from factory.lock import ProjectLock
+
+    ctx = pipeline.open_context(args.project)
+    st = ProjectState.load(ctx.project)
+    views = pipeline.inspect(ctx, st)
+    ctx.cache.save()
+    result = {"project": str(ctx.project.root), "name": ctx.config.name, "state": st.state,
+              "gates": [v.to_dict() for v in views], "training": training_status(ctx.project),
+              "lock": ProjectLock(ctx.project).holder(),
+              "last_error": st.record.get("last_error")}
+    return result, pipeline.next_action(views, st.state)
+
+
+def cmd_next(args) -> tuple[dict, dict]:
+    from factory import pipeline
+
+    ctx = pipeline.open_context(args.project)
+    st = ProjectState.load(ctx.project)
+    step = pipeline.next_action(pipeline.inspect(ctx, st), st.state)
+    return {"state": st.state, **step}, step
+
+
+def cmd_run(args) -> tuple[dict, dict]:
+    from factory import pipeline
+
+    if not args.all and not args.gate:
+        raise FactoryError("E_USAGE", "name a gate or pass --all",
+                           hint="`factory run --all` or `factory run <gate>`")
+    if args.gate and args.gate not in GATES:
+        raise FactoryError("E_UNKNOWN_GATE", f"no gate named {args.gate!r}")
+    ctx = pipeline.open_context(args.project, say_to_stderr(args), refreeze=args.refreeze)
+    results = pipeline.run(ctx, None if args.all else [args.gate], force=args.force)
+    st = ProjectState.load(ctx.project)
+    step = pipeline.next_action(pipeline.inspect(ctx, st), st.state)
+    return {"state": st.state, "gates": results}, step
+
+
+def cmd_log(args) -> tuple[dict, dict]:
+    project = Project.open(args.project)
+    events = read_events(project, args.limit)
+    return {"events": events}, {"command": "factory status", "reason": "see where things stand"}
+
+
+def cmd_demo(args) -> tuple[dict, dict]:
+    from factory import demo
+
+    target = Path(args.dir).resolve()
+    cmd_init(argparse.Namespace(dir=str(target), name=args.name or "demo"))
+    info = demo.prepare(target, say=say_to_stderr(args))
+    return ({"project": str(target), **info},
+            {"command": f"factory -C {target} run --all", "reason": "run every gate"})
+
+
+def training_status(project: Project) -> dict | None:
+    path = project.training_status_file
+    if not path.exists():
+        return None
+    try:
+        status = json.loads(path.read_text())
+    except ValueError:
+        return None
+    if status.get("running"):
+        from factory.lock import ProjectLock
+
+        if not ProjectLock(project).is_held():
+            status["running"] = False
+            status["interrupted"] = True  # its process is gone without finishing
+    return status
+
+
+COMMANDS = {"init": cmd_init, "status": cmd_status, "next": cmd_next, "run": cmd_run,
+            "log": cmd_log, "demo": cmd_demo}
+
+
+# --- human output -----------------------------------------------------------------------------
+
+def human_status(result: dict) -> None:
+    print(f"project {result['name']}  ({result['project']})")
+    print(f"state   {result['state']}")
+    for gate in result["gates"]:
+        extra = ""
+        if gate["status"] == "stale":
+            extra = f"  changed: {', '.join(gate['changed'])}"
+        elif gate.get("error"):
+            extra = f"  {gate['error']['code']}: {gate['error']['message']}"
+        elif gate["summary"]:
+            extra = "  " + ", ".join(f"{k}={_fmt(v)}" for k, v in gate["summary"].items()
+                                     if not isinstance(v, (dict, list)))
+        print(f"  {gate['name']:<9} {gate['status']:<8}{extra}")
+    training = result.get("training")
+    if training and (training.get("running") or training.get("interrupted")):
+        state = "running" if training["running"] else "interrupted"
+        print(f"training {state}: step {training['step']}/{training['total_steps']}, "
+              f"loss {_fmt(training['loss'])}, eta {_fmt(training.get('eta_seconds'))}s")
+    if result.get("lock"):
+        print(f"locked by pid {result['lock'].get('pid')} ({result['lock'].get('command')})")
+
+
+def human_run(result: dict) -> None:
+    for gate in result["gates"]:
+        print(f"{gate['gate']:<9} {gate['outcome']}")
+    print(f"state: {result['state']}")
+
+
+def human_log(result: dict) -> None:
+    for e in result["events"]:
+        extra = f" {e['code']}" if e.get("code") else ""
+        print(f"{e['at']}  {e.get('gate') or '-':<9} {e['from']} -> {e['to']}  "
+              f"{e.get('outcome')}{extra}")
+
+
+def human_simple(result: dict) -> None:
+    for key, value in result.items():
+        print(f"{key}: {value}")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+HUMAN = {"status": human_status, "run": human_run, "log": human_log, "init": human_simple,
+         "demo": human_simple, "next": lambda r: None}
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+def _common(defaults: bool) -> argparse.ArgumentParser:
+    # Sub-commands repeat the global options with suppressed defaults, so `factory --json status`
+    # and `factory status --json` both work without the sub-parser resetting the flag.
+    common = argparse.ArgumentParser(add_help=False)
+    unset = {} if defaults else {"default": argparse.SUPPRESS}
+    common.add_argument("--json", action="store_true", help="print one JSON document", **unset)
+    common.add_argument("-C", "--project", help="project directory (default: .)",
+                        **({"default": "."} if defaults else unset))
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr",
+                        **unset)
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common(defaults=False)
+    parser = argparse.ArgumentParser(
+        prog="factory", parents=[_common(defaults=True)],
+        description="Move a project through baseline → format → finetune → evaluate → deploy.")
+    sub = parser.add_subparsers(dest="command")
+    p = sub.add_parser("init", parents=[common], help="create a project from the template")
+    p.add_argument("dir")
+    p.add_argument("--name")
+    sub.add_parser("status", parents=[common], help="where the project stands")
+    sub.add_parser("next", parents=[common], help="the next command to run")
+    p = sub.add_parser("run", parents=[common], help="run a gate, or --all")
+    p.add_argument("gate", nargs="?", help=", ".join(GATES))
+    p.add_argument("--all", action="store_true", help="advance as far as gates pass")
+    p.add_argument("--force", action="store_true", help="run even if up to date")
+    p.add_argument("--refreeze", action="store_true",
+                   help="baseline: draw the eval split again (invalidates every verdict)")
+    p = sub.add_parser("log", parents=[common], help="the project's event log")
+    p.add_argument("--limit", type=int, default=None)
+    p = sub.add_parser("demo", parents=[common], help="create the demo project (tiny model)")
+    p.add_argument("dir")
+    p.add_argument("--name")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The project's configuration: one typed model per section of training-config.json.
+
+Unknown keys are errors (a typo must not silently fall back to a default), every field is described
+once here, and the JSON Schema in schemas/training-config.schema.json is generated from these models
+(a test keeps the two identical). Errors name the file, the dotted field path and what was expected,
+and never echo the value, which could be a secret.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from factory.errors import FactoryError
+
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    name: str = Field(description="Base model: a folder inside the project (e.g. models/base) or a "
+                                  "Hugging Face Hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct).")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin.")
+    max_length: int = Field(512, ge=16, le=131072,
+                            description="Token limit for training and evaluation. Always set "
+                                        "explicitly; never inherited from a library default.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 where the GPU supports it, else float32.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub to run.")
+
+
+class SplitConfig(_Section):
+    val: float = Field(0.1, ge=0.0, le=0.5, description="Share of records for validation.")
+    eval: float = Field(0.1, gt=0.0, le=0.5, description="Share of records held out for the "
+                                                         "frozen eval split.")
+    salt: str = Field("model-factory", description="Mixed into each record's hash before "
+                                                   "bucketing; change it only to draw new splits.")
+
+    @model_validator(mode="after")
+    def _room_for_training(self) -> "SplitConfig":
+        if self.val + self.eval >= 0.9:
+            raise ValueError("val + eval must leave at least 10% of the data for training")
+        return self
+
+
+class DataConfig(_Section):
+    raw_dir: str = Field("data/raw", description="Folder (inside the project) of raw data files.")
+    format: Literal["auto", "messages", "sharegpt"] = Field(
+        "auto", description="Record format; auto detects it per record.")
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="fail: a bad record stops the gate and no split is written. skip: bad "
+                            "records go to data/rejected.jsonl with their reason.")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    min_eval_records: int = Field(20, ge=1, description="Fewer eval records than this cannot "
+                                                        "support a verdict; baseline refuses.")
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or all-linear.")
+
+
+class TrainingConfig(_Section):
+    method: Literal["sft"] = Field("sft", description="Training method.")
+    epochs: float = Field(3.0, gt=0, description="Passes over the training split.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps "
+                                                          "(overrides epochs).")
+    batch_size: int = Field(8, ge=1, description="Per-device batch size.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per step.")
+    learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    weight_decay: float = Field(0.0, ge=0.0)
+    logging_steps: int = Field(5, ge=1, description="Update training-status.json every N steps.")
+    save_steps: int = Field(50, ge=1, description="Write a resumable checkpoint every N steps.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.")
+    assistant_only_loss: bool = Field(True, description="Train only on assistant turns (needs a "
+                                                        "chat template with generation markers).")
+    seed: int = 42
+
+
+class EvalConfig(_Section):
+    primary_metric: Literal["exact_match", "loss"] = Field(
+        "exact_match", description="The metric the candidate must improve to pass.")
+    min_delta: float = Field(0.05, ge=0.0, description="Smallest improvement of the primary "
+                                                       "metric that counts.")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence of the bootstrap "
+                                                                "interval of the improvement.")
+    bootstrap_resamples: int = Field(10000, ge=100, le=1_000_000)
+    guards: dict[Literal["exact_match", "loss"], float] = Field(
+        default_factory=lambda: {"loss": 0.0},
+        description="Metric -> largest tolerated regression (in the metric's units).")
+    max_new_tokens: int = Field(64, ge=1, le=8192, description="Generation budget per example.")
+    seed: int = 1234
+
+
+class DeployConfig(_Section):
+    outputs: list[Literal["adapter", "merged"]] = Field(
+        default_factory=lambda: ["adapter", "merged"], description="What deploy writes.")
+
+
+class ProjectConfig(_Section):
+    name: str = Field(description="Project name, used for output names.")
+    model: ModelConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
+
+
+def json_schema() -> dict:
+    schema = ProjectConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://model-factory.dev/schemas/training-config.schema.json"
+    schema["title"] = "model-factory training-config.json"
+    return schema
+
+
+def load_config(path: Path) -> ProjectConfig:
+    """Read and validate a config file; every problem is reported at once, by field path."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FactoryError("E_NOT_A_PROJECT", f"{path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise FactoryError("E_CONFIG", f"{path}: not valid JSON (line {exc.lineno}, column "
+                                       f"{exc.colno}: {exc.msg})",
+                           details={"file": str(path), "errors": []}) from None
+    raw.pop("$schema", None)
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{"file": str(path), "field": _dotted(e["loc"]), "expected": e["msg"],
+                   "type": e["type"]} for e in exc.errors(include_input=False, include_url=False)]
+        lines = "; ".join(f"{e['field']}: {e['expected']}" for e in errors)
+        raise FactoryError("E_CONFIG", f"{path}: {len(errors)} invalid field(s): {lines}",
+                           details={"file": str(path), "errors": errors}) from None
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(root)"

@@ -1,0 +1,107 @@
+"""Typed errors with stable codes.
+
+Every failure a user or a coding assistant can meet carries a code from CATALOGUE. Programs branch on
+the code; people read the message; both get a hint naming the next command to try. Exit codes tell
+"your input is wrong" from "a gate said no" from "something crashed", so a driver loop can react
+without parsing text.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+EXIT_OK = 0
+EXIT_CRASHED = 1
+EXIT_BAD_INPUT = 2
+EXIT_BLOCKED = 3
+EXIT_BUSY = 4
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Code:
+    exit_code: int
+    summary: str
+    hint: str
+
+
+CATALOGUE: dict[str, Code] = {
+    "E_USAGE": Code(EXIT_BAD_INPUT, "The command line is not valid.",
+                    "Run `factory --help` or `factory <command> --help`."),
+    "E_NOT_A_PROJECT": Code(EXIT_BAD_INPUT, "The directory is not a model-factory project.",
+                            "Create one with `factory init <dir>`, or pass `-C <project dir>`."),
+    "E_PROJECT_EXISTS": Code(EXIT_BAD_INPUT, "The target directory already holds files.",
+                             "Pick an empty or new directory for `factory init`."),
+    "E_CONFIG": Code(EXIT_BAD_INPUT, "The project configuration is invalid.",
+                     "Fix the named field in training-config.json, then run `factory status`."),
+    "E_SCHEMA": Code(EXIT_BAD_INPUT, "Data records do not match their schema.",
+                     "Fix or remove the named records in data/raw/ (or set data.on_error to \"skip\"), "
+                     "then re-run the gate."),
+    "E_NO_DATA": Code(EXIT_BAD_INPUT, "There is no usable data for this gate.",
+                      "Put .jsonl/.json files into data/raw/, then run `factory run baseline`."),
+    "E_PATH_ESCAPE": Code(EXIT_BAD_INPUT, "A configured path points outside the project.",
+                          "Use a path inside the project directory."),
+    "E_UNKNOWN_GATE": Code(EXIT_BAD_INPUT, "No gate has that name.",
+                           "Gates are: baseline, format, finetune, evaluate, deploy."),
+    "E_GATE_ORDER": Code(EXIT_BLOCKED, "A gate was asked to run before the gates it depends on.",
+                         "Run `factory next` to see which gate comes first."),
+    "E_NOT_BETTER": Code(EXIT_BLOCKED, "The candidate did not beat the baseline.",
+                         "Improve data or training (see metrics/verdict.json), then "
+                         "`factory run finetune` and `factory run evaluate`."),
+    "E_NO_VERDICT": Code(EXIT_BLOCKED, "There is no passing verdict for this checkpoint.",
+                         "Run `factory run evaluate` first."),
+    "E_VERDICT_STALE": Code(EXIT_BLOCKED, "The verdict was given for a different checkpoint, eval "
+                            "split or baseline.",
+                            "Run `factory run evaluate` to judge what is there now."),
+    "E_LEAKAGE": Code(EXIT_BLOCKED, "Eval records also appear in the training data.",
+                      "Remove the duplicates from data/raw/ and run `factory run format`."),
+    "E_EVAL_CHANGED": Code(EXIT_BLOCKED, "The frozen eval split was changed on disk.",
+                           "Restore data/splits/eval.jsonl, or re-freeze it with "
+                           "`factory run baseline --refreeze` (this invalidates every verdict)."),
+    "E_PARITY": Code(EXIT_BLOCKED, "An exported model does not behave like the adapter it came from.",
+                     "Read .factory/logs/deploy.log; do not ship the export."),
+    "E_LOCKED": Code(EXIT_BUSY, "Another factory process is working on this project.",
+                     "Wait for it to finish (see `factory status`), or stop that process."),
+    "E_SCRIPT_FAILED": Code(EXIT_CRASHED, "The gate's script exited with an error.",
+                            "Read the log named in the error, fix the cause, and re-run the gate."),
+    "E_NAN_LOSS": Code(EXIT_CRASHED, "Training loss became NaN or diverged.",
+                       "Lower training.learning_rate (e.g. 1e-4 or 5e-5) in training-config.json."),
+    "E_MODEL_LOAD": Code(EXIT_CRASHED, "The model or tokenizer could not be loaded.",
+                         "Check model.name in training-config.json: a local folder inside the "
+                         "project or a hub id you can reach."),
+    "E_STATE_CORRUPT": Code(EXIT_CRASHED, "The project state file cannot be read.",
+                            "Inspect .factory/state.json; `factory log` shows the history."),
+    "E_INTERRUPTED": Code(EXIT_INTERRUPTED, "The run was interrupted before the gate finished.",
+                          "Run the same command again; training resumes from its last "
+                          "checkpoint."),
+    "E_INTERNAL": Code(EXIT_CRASHED, "An unexpected error inside model-factory.",
+                       "Report it with the output of `factory log --json`."),
+}
+
+
+@dataclass
+class FactoryError(Exception):
+    """An error with a stable code, a message for people and a hint for the next step."""
+
+    code: str
+    message: str
+    hint: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.code not in CATALOGUE:
+            raise ValueError(f"unknown error code {self.code!r}; add it to factory.errors.CATALOGUE")
+        if self.hint is None:
+            self.hint = CATALOGUE[self.code].hint
+        super().__init__(self.message)
+
+    @property
+    def exit_code(self) -> int:
+        return CATALOGUE[self.code].exit_code
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "hint": self.hint,
+                "details": self.details}
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"

@@ -1,0 +1,161 @@
+"""Running gates in order, deciding what is stale, and saying what comes next.
+
+A passed gate stays valid while the content hashes of its inputs and outputs equal those recorded
+when it passed. The first gate whose hashes differ makes itself and every later gate stale, and the
+project moves back to just before it. A gate asked to run whose inputs and outputs are unchanged is
+skipped ("up to date"), as DVC does; --force runs it anyway.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from agents import baseline, deploy, evaluate, finetune
+from agents import format as format_gate
+from agents.gate import GateContext
+from factory.config import load_config
+from factory.errors import FactoryError
+from factory.hashing import HashCache
+from factory.lock import ProjectLock
+from factory.project import Project
+from factory.state import DONE, FAILED, GATES, ProjectState
+
+AGENTS = {"baseline": baseline, "format": format_gate, "finetune": finetune,
+          "evaluate": evaluate, "deploy": deploy}
+# Codes that mean "the gate ran and said no": re-running with the same inputs gives the same no.
+VERDICT_CODES = {"E_NOT_BETTER", "E_LEAKAGE"}
+
+
+def open_context(directory: str | Path, say: Callable[[str], None] = lambda s: None,
+                 **options) -> GateContext:
+    project = Project.open(directory)
+    config = load_config(project.config_file)
+    return GateContext(project, config, HashCache(project.hash_cache_file), say,
+                       options=options)
+
+
+@dataclass
+class GateView:
+    name: str
+    status: str               # passed | failed | stale | pending
+    changed: list[str]
+    record: dict
+
+    def to_dict(self) -> dict:
+        view = {"name": self.name, "status": self.status, "changed": self.changed,
+                "finished_at": self.record.get("finished_at"),
+                "summary": self.record.get("summary", {})}
+        if self.record.get("error"):
+            view["error"] = self.record["error"]
+        return view
+
+
+def changes(ctx: GateContext, gate: str, record: dict) -> list[str]:
+    """Names of the inputs and outputs whose hashes differ from the gate's record."""
+    agent = AGENTS[gate]
+    current = {**agent.inputs(ctx), **{f"out:{k}": v for k, v in agent.outputs(ctx).items()}}
+    recorded = {**record.get("inputs", {}),
+                **{f"out:{k}": v for k, v in record.get("outputs", {}).items()}}
+    return sorted(k for k in current.keys() | recorded.keys() if current.get(k) != recorded.get(k))
+
+
+def inspect(ctx: GateContext, st: ProjectState) -> list[GateView]:
+    """Each gate's standing, read-only (status calls this without taking the lock)."""
+    views, stale_from = [], None
+    for index, gate in enumerate(GATES):
+        record = st.gate(gate)
+        if index < st.passed and stale_from is None:
+            changed = changes(ctx, gate, record)
+            if changed:
+                stale_from = index
+            views.append(GateView(gate, "stale" if changed else "passed", changed, record))
+        elif stale_from is not None and index < st.passed:
+            views.append(GateView(gate, "stale", ["upstream"], record))
+        elif st.state == FAILED[gate]:
+            views.append(GateView(gate, "failed", [], record))
+        else:
+            views.append(GateView(gate, "pending", [], record))
+    return views
+
+
+def reconcile(ctx: GateContext, st: ProjectState) -> None:
+    """Move the project back to just before the first passed gate that changed."""
+    for index, gate in enumerate(GATES[: st.passed]):
+        changed = changes(ctx, gate, st.gate(gate))
+        if changed:
+            ctx.say(f"[{gate}] stale: changed {', '.join(changed)}")
+            st.rewind(index, gate=gate, reason="changed: " + ", ".join(changed),
+                      inputs=AGENTS[gate].inputs(ctx))
+            return
+
+
+def run_gate(ctx: GateContext, st: ProjectState, gate: str, force: bool = False) -> dict:
+    agent = AGENTS[gate]
+    if not st.can_run(gate):
+        if gate == "deploy":
+            deploy.check_verdict(ctx)  # the precise refusal: no, stale or failing verdict
+        st.require_order(gate)
+    record = st.gate(gate)
+    if not force and record.get("status") in ("passed", "stale") and not changes(ctx, gate, record):
+        st.record_pass(gate, inputs=record["inputs"], outputs=record["outputs"],
+                       summary=record.get("summary", {}))
+        ctx.say(f"[{gate}] up to date, skipped (use --force to run it anyway)")
+        return {"gate": gate, "outcome": "skipped", "summary": record.get("summary", {})}
+    if (not force and st.state == FAILED[gate] and record.get("error", {}).get("code")
+            in VERDICT_CODES and not changes(ctx, gate, record)):
+        raise FactoryError(**record["error"])  # same inputs, same verdict: don't re-run
+    ctx.say(f"[{gate}] starting")
+    try:
+        outcome = agent.run(ctx)
+    except FactoryError as error:
+        st.record_failure(gate, error, inputs=agent.inputs(ctx))
+        raise
+    inputs = agent.inputs(ctx)
+    if outcome.error is not None:
+        st.record_failure(gate, outcome.error, inputs=inputs, outputs=agent.outputs(ctx))
+        raise outcome.error
+    st.record_pass(gate, inputs=inputs, outputs=agent.outputs(ctx), summary=outcome.summary)
+    ctx.say(f"[{gate}] passed")
+    return {"gate": gate, "outcome": "passed", "summary": outcome.summary}
+
+
+def run(ctx: GateContext, gates: list[str] | None, force: bool = False) -> list[dict]:
+    """Run the named gates, or with None every gate from the first not done, under the lock."""
+    with ProjectLock(ctx.project) as lock:
+        ctx.lock_fd = lock.fd
+        st = ProjectState.load(ctx.project)
+        reconcile(ctx, st)
+        results = []
+        todo = gates if gates is not None else list(GATES[st.passed:])
+        try:
+            for gate in todo:
+                results.append(run_gate(ctx, st, gate, force=force))
+        except FactoryError as error:
+            error.details.setdefault("completed", results)
+            raise
+        finally:
+            ctx.cache.save()
+        return results
+
+
+def next_action(views: list[GateView], state: str) -> dict:
+    """The one command a driver should run now, or why there is none."""
+    for view in views:
+        if view.status == "stale":
+            return {"command": f"factory run {view.name}", "gate": view.name,
+                    "reason": f"{view.name} is stale ({', '.join(view.changed)} changed)"}
+        if view.status == "failed":
+            error = view.record.get("error", {})
+            if error.get("code") in VERDICT_CODES:
+                return {"command": None, "gate": view.name,
+                        "reason": f"{view.name} said no ({error['code']}): {error.get('hint')}"}
+            return {"command": f"factory run {view.name}", "gate": view.name,
+                    "reason": f"{view.name} failed ({error.get('code')}); fix the cause "
+                              f"({error.get('hint')}) and run it again"}
+        if view.status == "pending":
+            return {"command": f"factory run {view.name}", "gate": view.name,
+                    "reason": f"{view.name} is the next gate"}
+    return {"command": None, "gate": None,
+            "reason": f"every gate has passed ({DONE['deploy']}); add data or change the config "
+                      "to go round again"}

@@ -1,0 +1,1 @@
+"""The small library generated scripts import (model loading, scoring, training status)."""

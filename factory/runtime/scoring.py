@@ -1,0 +1,93 @@
+"""Per-example scores on the frozen eval split, identical for the base model and a candidate.
+
+Both the baseline and the evaluate script call `score_examples`, so the two sides of every
+comparison use the same chat template, truncation, batching and greedy decoding.
+"""
+from __future__ import annotations
+
+import math
+
+BATCH_SIZE = 16
+
+
+def _batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def assistant_losses(model, tokenizer, conversations: list[list[dict]],
+                     max_length: int) -> list[tuple[float, int]]:
+    """Per conversation: mean negative log-likelihood over assistant tokens, and their count."""
+    import torch
+
+    encoded = [tokenizer.apply_chat_template(m, tokenize=True, return_dict=True,
+                                             return_assistant_tokens_mask=True)
+               for m in conversations]
+    ids = [e["input_ids"][:max_length] for e in encoded]
+    masks = [e["assistant_masks"][:max_length] for e in encoded]
+    width = max(len(i) for i in ids)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([i + [pad] * (width - len(i)) for i in ids], device=model.device)
+    attention = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids],
+                             device=model.device)
+    targets = torch.tensor([m + [0] * (width - len(m)) for m in masks], device=model.device)
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention).logits.float()
+    # Token t is predicted from position t-1, so drop the first target and the last logit.
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), input_ids[:, 1:],
+                                            reduction="none")
+    keep = targets[:, 1:].float()
+    counts = keep.sum(dim=1)
+    sums = (nll * keep).sum(dim=1)
+    return [(float(s / c) if c > 0 else math.nan, int(c)) for s, c in zip(sums, counts)]
+
+
+def greedy_answers(model, tokenizer, conversations: list[list[dict]],
+                   max_new_tokens: int) -> list[str]:
+    """Greedy replies to everything before each conversation's final assistant turn."""
+    import torch
+
+    prompts = [tokenizer.apply_chat_template(m[:-1], add_generation_prompt=True, tokenize=False)
+               for m in conversations]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
+    try:
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    batch = {k: v.to(model.device) for k, v in batch.items()}
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+    new_tokens = out[:, batch["input_ids"].shape[1]:]
+    return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def greedy_answer(model, tokenizer, messages: list[dict], max_new_tokens: int) -> str:
+    return greedy_answers(model, tokenizer, [messages], max_new_tokens)[0]
+
+
+def score_examples(model, tokenizer, records: list[dict], *, max_length: int,
+                   max_new_tokens: int, on_progress=None) -> list[dict]:
+    rows = []
+    for batch in _batches(records, BATCH_SIZE):
+        conversations = [r["messages"] for r in batch]
+        losses = assistant_losses(model, tokenizer, conversations, max_length)
+        predictions = greedy_answers(model, tokenizer, conversations, max_new_tokens)
+        for record, (loss, tokens), prediction in zip(batch, losses, predictions):
+            reference = record["messages"][-1]["content"].strip()
+            rows.append({"id": record["id"], "loss": loss, "assistant_tokens": tokens,
+                         "exact_match": float(prediction == reference),
+                         "prediction": prediction})
+        if on_progress:
+            on_progress(len(rows), len(records))
+    return rows
+
+
+def aggregate(rows: list[dict]) -> dict:
+    losses = [r["loss"] for r in rows if not math.isnan(r["loss"])]
+    mean_loss = sum(losses) / len(losses) if losses else math.nan
+    return {"examples": len(rows),
+            "exact_match": sum(r["exact_match"] for r in rows) / len(rows) if rows else 0.0,
+            "loss": mean_loss,
+            "perplexity": math.exp(mean_loss) if losses and mean_loss < 50 else None}

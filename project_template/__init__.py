@@ -1,0 +1,1 @@
+# marks the template as package data; not copied into projects

@@ -1,0 +1,1 @@
+# keeps the package importable for importlib.resources
