@@ -147,3 +147,7 @@ def load_config(path: Path) -> ProjectConfig:
 
 def _dotted(loc: tuple) -> str:
     return ".".join(str(part) for part in loc) or "(root)"
+
+
+if __name__ == "__main__":
+    print(json.dumps(json_schema(), indent=2))

@@ -105,3 +105,23 @@ class FactoryError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+
+def catalogue_markdown() -> str:
+    """docs/errors.md, generated from CATALOGUE so the two cannot drift."""
+    names = {EXIT_CRASHED: "crashed", EXIT_BAD_INPUT: "bad input", EXIT_BLOCKED: "blocked by a gate",
+             EXIT_BUSY: "busy", EXIT_INTERRUPTED: "interrupted"}
+    lines = ["# Error codes", "",
+             "Every error `factory` reports carries one of these codes. Programs branch on the code",
+             "(and on the exit status); the message is for people. With `--json` the error is",
+             "`{\"code\", \"message\", \"hint\", \"details\"}` under `error`.", "",
+             "| exit | meaning |", "|---|---|"]
+    lines += [f"| {code} | {name} |" for code, name in sorted(names.items())]
+    lines += ["", "| code | exit | what happened | what to do next |", "|---|---|---|---|"]
+    for code, entry in CATALOGUE.items():
+        lines.append(f"| `{code}` | {entry.exit_code} | {entry.summary} | {entry.hint} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(catalogue_markdown(), end="")

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FACTORY = str(Path(sys.executable).with_name("factory"))
+
+
+def factory(*args: str, cwd: Path | None = None, timeout: float = 900,
+            env: dict | None = None) -> tuple[int, dict]:
+    """Run the real `factory` console script with --json; return (exit code, parsed output)."""
+    proc = subprocess.run([FACTORY, *args, "--json"], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    try:
+        payload = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"not JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.returncode, payload
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory) -> Path:
+    """A demo project (data, config, tiny model) built once by the real CLI, copied per test."""
+    target = tmp_path_factory.mktemp("demo-template") / "demo"
+    rc, out = factory("demo", str(target))
+    assert rc == 0, out
+    return target
+
+
+@pytest.fixture
+def demo_project(demo_template, tmp_path) -> Path:
+    target = tmp_path / "demo"
+    shutil.copytree(demo_template, target)
+    return target
+
+
+@pytest.fixture
+def chat_project(tmp_path) -> Path:
+    """A fresh project from `factory init` with a small set of valid chat records."""
+    target = tmp_path / "proj"
+    rc, out = factory("init", str(target))
+    assert rc == 0, out
+    rows = [{"messages": [{"role": "user", "content": f"question {i}"},
+                          {"role": "assistant", "content": f"answer {i}"}]} for i in range(300)]
+    (target / "data" / "raw" / "chat.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    return target
