@@ -52,7 +52,9 @@ class ProjectLock:
             self.fd = None
 
     def holder(self) -> dict | None:
-        """Who holds the lock now, or None when nobody does."""
+        """Who holds the lock now, or None when nobody does (a dead holder's note is ignored)."""
+        if not self.is_held():
+            return None
         try:
             text = self.path.read_text()
         except OSError:

@@ -74,6 +74,9 @@ def inspect(ctx: GateContext, st: ProjectState) -> list[GateView]:
             views.append(GateView(gate, "stale", ["upstream"], record))
         elif st.state == FAILED[gate]:
             views.append(GateView(gate, "failed", [], record))
+        elif record.get("status") == "stale":  # moved back by an earlier reconcile
+            views.append(GateView(gate, "stale", changes(ctx, gate, record) or ["upstream"],
+                                  record))
         else:
             views.append(GateView(gate, "pending", [], record))
     return views

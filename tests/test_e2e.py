@@ -1,0 +1,117 @@
+"""End to end: the real `factory` CLI, the real TRL/PEFT/transformers stack, the tiny local model."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import FACTORY, factory
+from factory import demo_data
+from factory.demo import write_data
+
+pytestmark = pytest.mark.e2e
+
+
+def read_json(path):
+    return json.loads(path.read_text())
+
+
+def wait_for_checkpoint(project, proc, timeout=600):
+    """Block until training has written a complete checkpoint (and kept going)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before a checkpoint was written"
+        done = [c for c in project.glob("models/runs/*/checkpoint-*")
+                if (c / "trainer_state.json").exists() and (c / "scheduler.pt").exists()]
+        if done:
+            return done
+        time.sleep(0.5)
+    raise AssertionError("no checkpoint within the timeout")
+
+
+def test_demo_survives_a_kill_mid_finetune_and_earns_its_deploy(demo_project):
+    # 1. Run every gate; kill the whole process group once training has checkpointed.
+    proc = subprocess.Popen([FACTORY, "-C", str(demo_project), "run", "--all", "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_for_checkpoint(demo_project, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    state = read_json(demo_project / ".factory" / "state.json")
+    assert state["state"] == "formatted", "a killed finetune must not be claimed done"
+    rc, out = factory("-C", str(demo_project), "status")
+    assert rc == 0 and out["result"]["lock"] is None
+    assert out["result"]["training"]["interrupted"] is True
+    assert out["next"]["command"] == "factory run finetune"
+
+    # 2. The next run continues from the last checkpoint and goes all the way.
+    rc, out = factory("-C", str(demo_project), "run", "--all")
+    assert rc == 0, out
+    assert out["result"]["state"] == "deployed"
+    assert [g["gate"] for g in out["result"]["gates"]] == ["finetune", "evaluate", "deploy"]
+
+    stats = read_json(demo_project / "metrics" / "training-stats.json")
+    assert stats["resumed_from"].startswith("checkpoint-")
+    assert stats["final_loss"] < stats["first_loss"] / 5
+
+    verdict = read_json(demo_project / "metrics" / "verdict.json")
+    em = verdict["metrics"]["exact_match"]
+    assert verdict["passed"] and em["improvement"] >= 0.3 and em["ci_low"] > 0
+    assert verdict["min_delta"] == 0.05, "the demo passes under the default rule, not a lowered one"
+
+    adapter = demo_project / "models" / "checkpoints" / "lora"
+    assert (adapter / "adapter_config.json").exists()
+    assert (adapter / "adapter_model.safetensors").exists()
+    registry = read_json(demo_project / ".factory" / "registry.json")
+    current = registry["current"]
+    assert registry["promotions"][-1]["checkpoint_hash"] == verdict["checkpoint_hash"]
+    deployed = demo_project / "models" / "deployed" / current
+    assert (deployed / "adapter" / "adapter_model.safetensors").exists()
+    assert (deployed / "merged" / "model.safetensors").exists()
+    assert read_json(deployed / "deploy-manifest.json")["parity_probes"] == 5
+    for gate in ("baseline", "format", "finetune", "evaluate", "deploy"):
+        assert (demo_project / "scripts" / f"{gate}.py").exists()
+        assert (demo_project / "scripts" / f"{gate}.json").exists()
+    for name in ("baseline.json", "baseline-examples.jsonl", "eval.json", "eval-examples.jsonl"):
+        assert (demo_project / "metrics" / name).exists()
+    events = [json.loads(line) for line in
+              (demo_project / ".factory" / "events.jsonl").read_text().splitlines()]
+    assert [e["to"] for e in events] == ["baselined", "formatted", "finetuned", "evaluated",
+                                         "deployed"]
+
+    # 3. A checkpoint changed after its verdict is refused at deploy.
+    with open(adapter / "adapter_model.safetensors", "ab") as fh:
+        fh.write(b"\0")
+    rc, out = factory("-C", str(demo_project), "run", "deploy")
+    assert rc == 3 and out["error"]["code"] == "E_VERDICT_STALE"
+    assert "checkpoint" in out["error"]["details"]["changed"]
+    rc, out = factory("-C", str(demo_project), "status")
+    finetune = next(g for g in out["result"]["gates"] if g["name"] == "finetune")
+    assert finetune["status"] == "stale" and finetune["changed"] == ["out:adapter"]
+
+
+def test_sabotaged_training_data_fails_evaluate_and_deploy_is_refused(demo_project):
+    rc, out = factory("-C", str(demo_project), "run", "baseline")
+    assert rc == 0, out
+    # The eval split is frozen with correct answers; the training data now teaches nothing.
+    (demo_project / "data" / "raw" / "demo.jsonl").unlink()
+    write_data(demo_project, demo_data.sabotaged(demo_data.demo_records(600)), "shuffled.jsonl")
+
+    rc, out = factory("-C", str(demo_project), "run", "--all")
+    assert rc == 3 and out["error"]["code"] == "E_NOT_BETTER", out
+    completed = [g["gate"] for g in out["error"]["details"]["completed"]]
+    assert completed == ["format", "finetune"]
+    verdict = read_json(demo_project / "metrics" / "verdict.json")
+    assert verdict["passed"] is False
+    assert read_json(demo_project / ".factory" / "state.json")["state"] == "evaluate_failed"
+
+    rc, out = factory("-C", str(demo_project), "run", "deploy")
+    assert rc == 3 and out["error"]["code"] == "E_NOT_BETTER"
+    assert not (demo_project / "models" / "deployed").exists()
+    rc, out = factory("-C", str(demo_project), "next")
+    assert out["result"]["command"] is None and "E_NOT_BETTER" in out["result"]["reason"]
