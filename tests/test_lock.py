@@ -52,7 +52,7 @@ def test_a_killed_holder_never_leaves_a_stale_lock(project):
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     assert not ProjectLock(project).is_held()
-    with ProjectLock(project) as lock:
+    with ProjectLock(project):
         assert json.loads(project.lock_file.read_text())["pid"] == os.getpid()
     assert ProjectLock(project).holder() is None
 

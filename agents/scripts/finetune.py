@@ -135,7 +135,9 @@ def train(cfg: dict, root: Path) -> None:
         "val_records": len(val_rows),
         "total_steps": result.global_step,
         "epochs": result.metrics.get("epoch"),
-        "train_loss": result.training_loss,
+        # Trainer's training_loss averages only the steps this process ran; after a resume at
+        # the final checkpoint that is no steps at all, so report it only when it means something.
+        "train_loss": result.training_loss if result.global_step > resumed_step(resume) else None,
         "first_loss": history[0]["loss"] if history else None,
         "final_loss": history[-1]["loss"] if history else None,
         "eval_loss": evals[-1] if evals else None,
@@ -170,11 +172,14 @@ def check_lengths(tokenizer, rows: list[dict], max_length: int) -> None:
             records=too_long[:50])
 
 
+def resumed_step(checkpoint: Path | None) -> int:
+    return int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+
+
 def last_complete_checkpoint(run_dir: Path) -> Path | None:
     """The newest checkpoint whose optimizer, scheduler and trainer state were all written."""
-    candidates = sorted(run_dir.glob("checkpoint-*"),
-                        key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit()
-                        else -1)
+    candidates = sorted((p for p in run_dir.glob("checkpoint-*")
+                         if p.name.split("-")[-1].isdigit()), key=resumed_step)
     for checkpoint in reversed(candidates):
         if all((checkpoint / name).exists() for name in COMPLETE_CHECKPOINT):
             return checkpoint

@@ -6,6 +6,7 @@ loss stops training here, with the code E_NAN_LOSS, instead of burning hours on 
 from __future__ import annotations
 
 import math
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +41,7 @@ class TrainingStatus(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self._t0, self._step0 = time.monotonic(), state.global_step
         self.write(running=True, step=state.global_step, total_steps=state.max_steps,
-                   started_at=_now(), error=None, pid=__import__("os").getpid())
+                   started_at=_now(), error=None, pid=os.getpid())
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
