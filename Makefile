@@ -33,5 +33,9 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -q -m "not gpu"
 
+# Each benchmark prints its figures and the ratio against the alternative it is compared with.
+bench: setup
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -10,7 +10,7 @@ import json
 
 from agents import base_model, runner
 from agents.gate import GateContext, GateOutcome
-from factory import atomic, records, splits
+from factory import atomic, splits
 from factory.errors import FactoryError
 from factory.hashing import hash_json, hash_path
 
@@ -60,25 +60,46 @@ def outputs(ctx: GateContext) -> dict[str, str | None]:
 
 
 def freeze_eval_split(ctx: GateContext) -> None:
+    """Choose the eval records from the raw data by prompt hash and freeze them."""
+    from factory import methods, records  # the data readers: only a gate that reads data pays
+
     project, data = ctx.project, ctx.config.data
-    raw_dir = project.inside(data.raw_dir)
-    result = records.read_raw(raw_dir, project.root, data.format, skip_bad=True)
-    if result.bad_count and data.on_error == "fail":
-        shown = "; ".join(str(p) for p in result.problems[:3])
-        raise FactoryError("E_SCHEMA", f"{result.bad_count} bad record(s) in {data.raw_dir}: "
-                                       f"{shown}",
-                           details={"problems": [p.to_dict() for p in result.problems],
-                                    "bad_count": result.bad_count})
+    options = records.ReadOptions.from_data_config(data)
+    tally = records.Tally()
+    specs = records.plan(project.inside(data.raw_dir), project.root, options, project.inside,
+                         tally)
+    pool = records.curate(records.read(specs, project.root, options, tally), tally,
+                          data.min_reward)
     split = data.split
-    chosen = [r for r in result.records
-              if splits.bucket(r["id"], split.salt, split.val, split.eval) == "eval"]
-    if not result.records:
-        raise FactoryError("E_NO_DATA", f"no records found under {data.raw_dir}")
+    chosen, seen = [], 0
+    for example in pool:
+        seen += 1
+        if splits.bucket(example["key"], split.salt, split.val, split.eval) != "eval":
+            continue
+        conversation = methods.eval_conversation(example)
+        if conversation is not None:
+            chosen.append(_eval_row(example, conversation))
+    if tally.bad and data.on_error == "fail":
+        shown = "; ".join(str(p) for p in tally.problems[:3])
+        raise FactoryError("E_SCHEMA", f"{tally.bad} bad record(s) in {data.raw_dir}: {shown}",
+                           details={"problems": [p.to_dict() for p in tally.problems],
+                                    "bad_count": tally.bad})
+    if not seen:
+        raise FactoryError("E_NO_DATA", f"no usable records found under {data.raw_dir}",
+                           details={"notes": tally.notes})
     if len(chosen) < data.min_eval_records:
         raise FactoryError(
             "E_NO_DATA",
-            f"only {len(chosen)} of {len(result.records)} records fall into the eval split; "
-            f"a verdict needs at least data.min_eval_records={data.min_eval_records}",
+            f"only {len(chosen)} of {seen} records fall into the eval split with a reference "
+            f"answer; a verdict needs at least data.min_eval_records={data.min_eval_records}",
             hint="Add data to data/raw/, or raise data.split.eval in training-config.json.")
     frozen = splits.freeze(project, chosen)
     ctx.say(f"[baseline] froze {frozen['count']} eval records (hash {frozen['hash'][:12]})")
+
+
+def _eval_row(example: dict, conversation: list[dict]) -> dict:
+    row = {"id": example["id"], "key": example["key"], "source": example["source"],
+           "format": example["format"], "messages": conversation, "meta": example["meta"]}
+    if example.get("tools"):
+        row["tools"] = example["tools"]
+    return row

@@ -5,6 +5,7 @@ import json
 
 from agents import base_model, runner
 from agents.gate import GateContext, GateOutcome
+from factory.errors import FactoryError
 from factory.hashing import hash_json, hash_path
 
 name = "finetune"
@@ -25,6 +26,12 @@ def inputs(ctx: GateContext) -> dict[str, str | None]:
 
 def run(ctx: GateContext) -> GateOutcome:
     project, cfg = ctx.project, ctx.config
+    if cfg.training.method != "sft":
+        raise FactoryError(
+            "E_CONFIG", f"training.method {cfg.training.method!r}: the format gate prepares its "
+                        "rows, but this version of the finetune gate trains sft only",
+            hint="Set training.method to \"sft\" in training-config.json.",
+            details={"field": "training.method"})
     # Checkpoints live under a folder named for these exact inputs: a resumed run can only pick up
     # a checkpoint of the same data, config and code, never one of an earlier, different run.
     run_key = hash_json(inputs(ctx))[:12]

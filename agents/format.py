@@ -1,9 +1,9 @@
-"""Format gate: validate raw data and write the train and val splits around the frozen eval split."""
+"""Format gate: validate raw data and write the method's train and val splits around the frozen eval split."""
 from __future__ import annotations
 
 import json
 
-from agents import runner
+from agents import base_model, runner
 from agents.gate import GateContext, GateOutcome
 from factory import splits
 from factory.errors import FactoryError
@@ -14,48 +14,59 @@ name = "format"
 
 def inputs(ctx: GateContext) -> dict[str, str | None]:
     frozen = splits.frozen(ctx.project)
+    cfg = ctx.config
     return {
-        "raw_data": hash_path(ctx.project.inside(ctx.config.data.raw_dir), ctx.cache),
-        "data_config": hash_json(ctx.config.data.model_dump()),
+        "raw_data": hash_path(ctx.project.inside(cfg.data.raw_dir), ctx.cache),
+        "data_config": hash_json({"data": cfg.data.model_dump(), "method": cfg.training.method,
+                                  "max_length": cfg.model.max_length}),
+        # Token lengths are measured with the model's tokenizer and chat template.
+        "model": base_model.identity(ctx),
         "eval_split": frozen["hash"] if frozen else None,
         "script": runner.script_hash(name),
     }
 
 
 def run(ctx: GateContext) -> GateOutcome:
-    project, data = ctx.project, ctx.config.data
+    project, cfg = ctx.project, ctx.config
     frozen = splits.check_frozen(project)
+    data = cfg.data.model_dump(exclude={"split", "min_eval_records", "raw_dir"})
     runner.write_script(ctx, name, {
-        "raw_dir": project.rel(project.inside(data.raw_dir)),
-        "format": data.format,
-        "on_error": data.on_error,
-        "split": data.split.model_dump(),
+        **data,
+        "raw_dir": project.rel(project.inside(cfg.data.raw_dir)),
+        "split": cfg.data.split.model_dump(),
+        "method": cfg.training.method,
+        "model": base_model.script_view(ctx),
         "frozen_eval_ids": frozen["ids"],
+        "frozen_eval_keys": frozen.get("keys", []),
         "out_dir": "data/splits",
         "rejected_file": "data/rejected.jsonl",
         "report_file": "metrics/data-report.json",
+        "summary_file": "reports/data.md",
     })
     runner.execute(ctx, name)
-    check_no_leakage(ctx, set(frozen["ids"]))
+    check_no_leakage(ctx, set(frozen["ids"]), set(frozen.get("keys", [])))
 
     report = json.loads((project.metrics_dir / "data-report.json").read_text())
-    return GateOutcome(
-        summary={"valid": report["valid"], "bad": report["bad"],
-                 "duplicates": report["duplicates"], **report["splits"]})
+    return GateOutcome(summary={
+        "method": report["method"], "valid": report["valid"], "bad": report["bad"],
+        "duplicates": report["duplicates"], "below_min_reward": report["below_min_reward"],
+        "too_long": report["too_long"], **report["splits"],
+        "tokens_p95": report["tokens"].get("p95")})
 
 
 def outputs(ctx: GateContext) -> dict[str, str | None]:
     return {s: hash_path(ctx.project.split_file(s), ctx.cache) for s in ("train", "val")}
 
 
-def check_no_leakage(ctx: GateContext, eval_ids: set[str]) -> None:
-    """Refuse if any frozen eval record also sits in train or val, by content hash."""
+def check_no_leakage(ctx: GateContext, eval_ids: set[str], eval_keys: set[str]) -> None:
+    """Refuse if a frozen eval record, or another answer to an eval prompt, sits in train or val."""
     for split in ("train", "val"):
         path = ctx.project.split_file(split)
         with open(path, encoding="utf-8") as fh:
-            leaked = [row["id"] for row in map(json.loads, fh) if row["id"] in eval_ids]
+            leaked = [row.get("source", row["id"]) for row in map(json.loads, fh)
+                      if row["id"] in eval_ids or row["key"] in eval_keys]
         if leaked:
             raise FactoryError("E_LEAKAGE",
-                               f"{len(leaked)} eval record(s) also appear in data/splits/"
-                               f"{split}.jsonl",
-                               details={"split": split, "ids": leaked[:50]})
+                               f"{len(leaked)} row(s) of data/splits/{split}.jsonl repeat a frozen "
+                               f"eval record or its prompt, e.g. {leaked[0]}",
+                               details={"split": split, "sources": leaked[:50]})

@@ -43,6 +43,39 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     write_text(path, text)
 
 
+class StagedJsonl:
+    """A JSON-lines file written row by row into a temp file and put in place by commit().
+
+    Streams any number of rows in constant memory; until commit() the target keeps its old
+    content, and discard() (or an exception) leaves no trace of the new one.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                   dir=self.path.parent)
+        self._tmp = Path(tmp)
+        self._fh = os.fdopen(fd, "w", encoding="utf-8")
+        self.count = 0
+
+    def write(self, row: dict) -> None:
+        self._fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        self.count += 1
+
+    def commit(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        os.replace(self._tmp, self.path)
+        _fsync_dir(self.path.parent)
+
+    def discard(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+        self._tmp.unlink(missing_ok=True)
+
+
 def append_line(path: Path, line: str) -> None:
     """Append one line with a single write(2) on an O_APPEND descriptor, so concurrent appenders
     never interleave inside a line and a crash leaves at most a torn final line."""

@@ -115,7 +115,7 @@ def cmd_status(args) -> tuple[dict, dict]:
     result = {"project": str(ctx.project.root), "name": ctx.config.name, "state": st.state,
               "gates": [v.to_dict() for v in views], "training": training_status(ctx.project),
               "lock": ProjectLock(ctx.project).holder(),
-              "last_error": st.record.get("last_error")}
+              "last_error": st.record.get("last_error"), "data": data_summary(ctx.project)}
     return result, pipeline.next_action(views, st.state)
 
 
@@ -159,6 +159,20 @@ def cmd_demo(args) -> tuple[dict, dict]:
             {"command": f"factory -C {target} run --all", "reason": "run every gate"})
 
 
+def data_summary(project: Project) -> dict | None:
+    """The format gate's report in one line, with where the full report lives."""
+    from factory import datareport
+
+    path = project.metrics_dir / "data-report.json"
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return {"summary": datareport.summary_line(report), "report": project.rel(path),
+            "human": "reports/data.md", "bad": report.get("bad"),
+            "splits": report.get("splits")}
+
+
 def training_status(project: Project) -> dict | None:
     path = project.training_status_file
     if not path.exists():
@@ -195,6 +209,8 @@ def human_status(result: dict) -> None:
             extra = "  " + ", ".join(f"{k}={_fmt(v)}" for k, v in gate["summary"].items()
                                      if not isinstance(v, (dict, list)))
         print(f"  {gate['name']:<9} {gate['status']:<8}{extra}")
+    if result.get("data"):
+        print(f"data    {result['data']['summary']}  ({result['data']['human']})")
     training = result.get("training")
     if training and (training.get("running") or training.get("interrupted")):
         state = "running" if training["running"] else "interrupted"

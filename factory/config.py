@@ -47,13 +47,41 @@ class SplitConfig(_Section):
         return self
 
 
+FormatChoice = Literal["auto", "messages", "trajectory", "sharegpt", "alpaca", "dpo", "kto",
+                       "grpo", "prompt", "agent_trace"]
+
+
 class DataConfig(_Section):
-    raw_dir: str = Field("data/raw", description="Folder (inside the project) of raw data files.")
-    format: Literal["auto", "messages", "sharegpt"] = Field(
-        "auto", description="Record format; auto detects it per record.")
+    raw_dir: str = Field("data/raw", description="Folder (inside the project) of raw data files: "
+                                                 ".jsonl, .json, .parquet, .csv, and folders "
+                                                 "described by a LLaMA-Factory dataset_info.json.")
+    format: FormatChoice = Field(
+        "auto", description="Record format of every file; auto detects it per file from its "
+                            "first record.")
+    formats: dict[str, FormatChoice] = Field(
+        default_factory=dict, description="Per-file format by glob relative to raw_dir, e.g. "
+                                          "{\"prefs/*.jsonl\": \"dpo\"}; wins over `format`.")
+    datasets: list[str] | None = Field(
+        None, description="Entries of a dataset_info.json to read (default: all).")
     on_error: Literal["fail", "skip"] = Field(
         "fail", description="fail: a bad record stops the gate and no split is written. skip: bad "
                             "records go to data/rejected.jsonl with their reason.")
+    max_rejected_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="With on_error skip, fail anyway when more than this "
+                                         "share of the records is rejected.")
+    min_reward: float | None = Field(
+        None, description="Keep only records whose reward (trajectory reward, trace "
+                          "reward_score) is at least this; unscored records are kept.")
+    label_threshold: float = Field(
+        0.5, description="For KTO: a reward at or above this makes a record desirable.")
+    tool_calls: Literal["keep", "openai", "functiongemma"] = Field(
+        "keep", description="Write assistant tool calls as they come (keep), all as OpenAI "
+                            "tool_calls, or all as FunctionGemma text.")
+    on_too_long: Literal["fail", "drop"] = Field(
+        "fail", description="A record longer than model.max_length tokens (rendered with the "
+                            "chat template): fail the gate naming it, or drop it and count it.")
+    min_train_records: int = Field(1, ge=1, description="Fewer training rows than this and the "
+                                                         "format gate refuses.")
     split: SplitConfig = Field(default_factory=SplitConfig)
     min_eval_records: int = Field(20, ge=1, description="Fewer eval records than this cannot "
                                                         "support a verdict; baseline refuses.")
@@ -68,7 +96,8 @@ class LoraConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    method: Literal["sft"] = Field("sft", description="Training method.")
+    method: Literal["sft", "dpo", "kto", "grpo"] = Field(
+        "sft", description="Training method; the format gate writes the splits it needs.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training split.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps "
                                                           "(overrides epochs).")

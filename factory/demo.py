@@ -19,7 +19,7 @@ DEMO_RECORDS = 600
 DEMO_CONFIG = {
     "model": {"name": "models/base", "max_length": 160, "dtype": "float32"},
     "lora": {"r": 32, "alpha": 64, "dropout": 0.0, "target_modules": "all-linear"},
-    "training": {"method": "sft", "epochs": 8, "batch_size": 16,
+    "training": {"method": "sft", "epochs": 12, "batch_size": 16,
                  "gradient_accumulation_steps": 1, "learning_rate": 0.003, "warmup_steps": 10,
                  "logging_steps": 5, "save_steps": 40, "seed": 42},
     "eval": {"primary_metric": "exact_match", "min_delta": 0.05, "confidence": 0.95,

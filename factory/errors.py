@@ -39,6 +39,16 @@ CATALOGUE: dict[str, Code] = {
                      "then re-run the gate."),
     "E_NO_DATA": Code(EXIT_BAD_INPUT, "There is no usable data for this gate.",
                       "Put .jsonl/.json files into data/raw/, then run `factory run baseline`."),
+    "E_TOO_LONG": Code(EXIT_BAD_INPUT, "Records are longer than model.max_length tokens.",
+                       "Raise model.max_length, shorten the named records, or set "
+                       "data.on_too_long to \"drop\" in training-config.json."),
+    "E_TOO_MANY_REJECTED": Code(EXIT_BAD_INPUT, "More records were rejected than "
+                                "data.max_rejected_share allows.",
+                                "Read metrics/data-report.json and data/rejected.jsonl; fix the "
+                                "data (or the detected format) and re-run the gate."),
+    "E_DEPENDENCY": Code(EXIT_BAD_INPUT, "An optional package this data or feature needs is "
+                         "not installed.",
+                         "Install the package named in the message (pip install ...)."),
     "E_PATH_ESCAPE": Code(EXIT_BAD_INPUT, "A configured path points outside the project.",
                           "Use a path inside the project directory."),
     "E_UNKNOWN_GATE": Code(EXIT_BAD_INPUT, "No gate has that name.",

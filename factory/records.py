@@ -1,123 +1,277 @@
-"""Reading raw data files into validated, normalised conversation records.
+"""Reading raw data into validated, normalised examples, one file and one record at a time.
 
-Each record is checked against the JSON Schema of its format (schemas/*.schema.json) and then
-normalised to one internal shape: {"id", "messages", "source", "meta"}. A problem is reported as a
-record naming the file, the line, the field path, what was expected and what was found, and every
-problem is collected (up to a cap) so a user fixes their data in one pass, not one error per run.
+Each file's format is detected from its first record (or set in config: data.format for all files,
+data.formats per glob), every record is validated against that format's model (the JSON Schemas in
+schemas/ are generated from the same models), normalised to one example shape (factory.normalise)
+and given a content id and a prompt key. Nothing is held in memory but the record at hand, so a
+file of any size streams. A bad record becomes a Problem naming the file, the line (or index),
+the field path, what was expected and what was found; every bad record is counted and the first
+MAX_REPORTED problems are kept, so a user fixes their data in one pass.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
+from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib.resources import files
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
-from factory.hashing import hash_json
+from pydantic import ValidationError
 
-SUFFIXES = (".jsonl", ".json")
+from factory import dataset_info, formats, sources
+from factory.normalise import Invalid, identify, normalise
+
 MAX_REPORTED = 50
-SHAREGPT_ROLES = {"system": "system", "human": "user", "gpt": "assistant",
-                  "function_call": "assistant", "observation": "tool"}
 
 
 @dataclass
 class Problem:
     file: str
-    line: int
+    pos: int
+    unit: str                  # "line" (jsonl, csv) or "index" (json array, parquet)
     field: str
     expected: str
     found: str
 
     def to_dict(self) -> dict:
-        return {"file": self.file, "line": self.line, "field": self.field,
+        return {"file": self.file, self.unit: self.pos, "field": self.field,
                 "expected": self.expected, "found": self.found}
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.field}: expected {self.expected}, found {self.found}"
+        where = f"{self.file}:{self.pos}" if self.unit == "line" else f"{self.file}[{self.pos}]"
+        return f"{where}: {self.field}: expected {self.expected}, found {self.found}"
 
 
 @dataclass
-class ReadResult:
-    records: list[dict] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    rejected: list[dict] = field(default_factory=list)
-    bad_count: int = 0
+class ReadOptions:
+    format: str = "auto"
+    formats: dict[str, str] = field(default_factory=dict)   # glob under raw_dir -> format
+    datasets: list[str] | None = None                       # dataset_info.json entries to use
+    tool_style: str = "keep"
+
+    @classmethod
+    def from_data_config(cls, data: Any) -> "ReadOptions":
+        get = data.get if isinstance(data, dict) else lambda k: getattr(data, k)
+        return cls(get("format"), dict(get("formats")), get("datasets"), get("tool_calls"))
+
+
+@dataclass
+class FileSpec:
+    path: Path
+    format: str | None                       # None: detect from the first record
+    mapper: Callable[[dict], dict] | None = None
+    dataset: str | None = None
+
+
+@dataclass
+class FileTally:
+    format: str | None
+    dataset: str | None = None
+    records: int = 0
+    valid: int = 0
+    bad: int = 0
     duplicates: int = 0
-    files: list[str] = field(default_factory=list)
+    below_min_reward: int = 0
 
 
-@lru_cache(maxsize=None)
-def _validator(fmt: str):
-    import jsonschema  # imported here: only gates that read data pay for it
+@dataclass
+class Tally:
+    files: dict[str, FileTally] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    reasons: Counter = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+    bad: int = 0
 
-    schema = json.loads(files("schemas").joinpath(f"{fmt}.schema.json").read_text())
-    return jsonschema.Draft202012Validator(schema)
+    def add_bad(self, file: str, problems: list[Problem]) -> None:
+        self.bad += 1
+        self.files[file].bad += 1
+        room = MAX_REPORTED - len(self.problems)
+        self.problems.extend(problems[:max(room, 0)])
+        for problem in problems:
+            self.reasons[f"{_generic(problem.field)}: expected {problem.expected}"] += 1
 
-
-def detect_format(obj: object) -> str | None:
-    if isinstance(obj, dict):
-        if "messages" in obj:
-            return "messages"
-        if "conversations" in obj:
-            return "sharegpt"
-    return None
-
-
-def raw_files(raw_dir: Path) -> list[Path]:
-    return sorted(p for p in raw_dir.rglob("*") if p.is_file() and p.suffix in SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(raw_dir).parts))
+    def total(self, name: str) -> int:
+        return sum(getattr(t, name) for t in self.files.values())
 
 
-def iter_objects(path: Path) -> Iterator[tuple[int, object | None, str | None]]:
-    """Yield (line or index, object, parse error) without loading a .jsonl file whole."""
-    if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield number, json.loads(line), None
-                except json.JSONDecodeError as exc:
-                    yield number, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+OnBad = Callable[[str, int, object, list[Problem]], None]
+
+
+def plan(raw_dir: Path, root: Path, options: ReadOptions,
+         inside: Callable[[Path], Path], tally: Tally) -> list[FileSpec]:
+    """Which files to read and how: dataset_info.json folders first, then every other file."""
+    specs: list[FileSpec] = []
+    governed: list[Path] = []
+    for manifest in sorted(raw_dir.rglob(dataset_info.MANIFEST)):
+        if any(part.startswith(".") for part in manifest.relative_to(raw_dir).parts):
+            continue
+        folder = manifest.parent
+        governed.append(folder)
+        entries, problems = dataset_info.read_manifest(folder, root, options.datasets, inside)
+        tally.notes += problems
+        for entry in entries:
+            specs += [FileSpec(p, entry.format, entry.mapper, entry.name) for p in entry.paths]
+            tally.notes += [f"{entry.name}: {key} is not supported and was ignored"
+                            for key in entry.ignored]
+    for path in sources.raw_files(raw_dir):
+        if any(folder in path.parents for folder in governed):
+            continue
+        specs.append(FileSpec(path, _configured_format(path.relative_to(raw_dir), options)))
+    return specs
+
+
+def _configured_format(rel: Path, options: ReadOptions) -> str | None:
+    for pattern, fmt in options.formats.items():
+        if fnmatch.fnmatch(rel.as_posix(), pattern):
+            return fmt
+    return None if options.format == "auto" else options.format
+
+
+def read(specs: list[FileSpec], root: Path, options: ReadOptions, tally: Tally,
+         on_bad: OnBad | None = None) -> Iterator[dict]:
+    """Every valid example of every file, with id, key and source set."""
+    for spec in specs:
+        rel = spec.path.relative_to(root).as_posix()
+        file_tally = tally.files.setdefault(rel, FileTally(spec.format, spec.dataset))
+        yield from _read_file(spec, rel, file_tally, options, tally, on_bad)
+
+
+def _read_file(spec: FileSpec, rel: str, file_tally: FileTally, options: ReadOptions,
+               tally: Tally, on_bad: OnBad | None) -> Iterator[dict]:
+    unit = sources.unit(spec.path)
+    fmt, style = spec.format, options.tool_style
+    for row in sources.iter_rows(spec.path):
+        file_tally.records += 1
+        try:
+            if fmt is None and row.error is None:
+                fmt = file_tally.format = _detect(row)
+            example = normalise(_validated(row, fmt, spec.mapper), fmt, style)
+        except (_Bad, Invalid, ValidationError) as exc:
+            problems = _problems(exc, rel, row.pos, unit, fmt)
+            _name_other_format(problems, row, fmt, spec)
+            tally.add_bad(rel, problems)
+            if on_bad is not None:
+                on_bad(rel, row.pos, _as_data(row), problems)
+            continue
+        file_tally.valid += 1
+        example["id"], example["key"] = identify(example)
+        example["source"] = f"{rel}:{row.pos}"
+        yield example
+
+
+def _name_other_format(problems: list[Problem], row: sources.Row, fmt: str | None,
+                       spec: FileSpec) -> None:
+    """A required field is missing because the record is in another format than its file:
+    say so, since 'messages is required' alone sends the user looking in the wrong place."""
+    missing = [p for p in problems if p.found == "nothing" and "." not in p.field]
+    if not missing or spec.mapper is not None:
         return
+    other = formats.detect(_as_data(row))
+    if other is not None and other != fmt:
+        how = "set in config" if spec.format else "detected from its first record"
+        for problem in missing:
+            problem.found = (f"nothing: this record looks like {other}, but the file is read as "
+                             f"{fmt} ({how}); one format per file, or set data.formats")
+
+
+def _problems(exc: Exception, file: str, pos: int, unit: str, fmt: str | None) -> list[Problem]:
+    if isinstance(exc, ValidationError):
+        return _from_pydantic(exc, file, pos, unit, fmt or "?")
+    if isinstance(exc, Invalid):
+        return [Problem(file, pos, unit, exc.field, exc.expected, exc.found)]
+    return [Problem(file, pos, unit, *exc.args)]
+
+
+class _Bad(Exception):
+    """A problem found before validation: (field, expected, found)."""
+
+
+def _detect(row: sources.Row) -> str:
+    obj = row.obj if row.raw is None else _loads(row.raw)
+    fmt = formats.detect(obj)
+    if fmt is None:
+        raise _Bad("(record)", formats.DETECT_HINT, _found(obj))
+    return fmt
+
+
+def _validated(row: sources.Row, fmt: str, mapper) -> dict:
+    if row.error is not None:
+        raise _Bad("(record)", "a readable record", row.error)
+    if mapper is None and row.raw is not None:
+        # The fast path: bytes straight into pydantic-core, no Python objects in between.
+        return formats.adapter(fmt).validate_json(row.raw)
+    obj = row.obj if row.raw is None else _loads(row.raw)
+    if mapper is not None:
+        if not isinstance(obj, dict):
+            raise _Bad("(record)", "an object", _found(obj))
+        obj = mapper(obj)
+    return formats.adapter(fmt).validate_python(obj)
+
+
+def _loads(raw: bytes) -> object:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        yield exc.lineno, None, f"invalid JSON ({exc.msg})"
-        return
-    if not isinstance(data, list):
-        yield 1, None, "a JSON array of records"
-        return
-    for index, obj in enumerate(data):
-        yield index, obj, None
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _Bad("(record)", "a JSON record", f"invalid JSON ({exc})") from None
 
 
-def validate(obj: object, fmt: str, where: tuple[str, int]) -> list[Problem]:
+def _as_data(row: sources.Row) -> object:
+    if row.raw is None:
+        return row.obj
+    try:
+        return json.loads(row.raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return row.raw.decode("utf-8", errors="replace")
+
+
+# --- turning pydantic's errors into problems a user can act on ----------------------------------
+
+_UNION_LABEL = re.compile(r"^[a-z_]+\[.*\]$|^(str|int|float|bool|none|dict|list)$")
+
+
+def _from_pydantic(exc: ValidationError, file: str, pos: int, unit: str,
+                   fmt: str) -> list[Problem]:
+    by_field: dict[str, list[dict]] = {}
+    for err in exc.errors(include_url=False):
+        path = [str(p) for p in err["loc"] if not _UNION_LABEL.match(str(p))]
+        by_field.setdefault(".".join(path) or "(record)", []).append(err)
+    # A union reports every branch; a branch that got deeper explains the error better.
+    fields = [f for f in by_field
+              if not any(other.startswith(f + ".") for other in by_field if other != f)]
     problems = []
-    for err in sorted(_validator(fmt).iter_errors(obj), key=lambda e: list(e.absolute_path)):
-        path = ".".join(str(p) for p in err.absolute_path) or "(record)"
-        problems.append(Problem(where[0], where[1], path, _expected(err), _found(err.instance)))
-    if not problems:
-        problems = _semantic_problems(normalise(obj, fmt), where)
+    for name in fields:
+        errs = by_field[name]
+        expected = " or ".join(dict.fromkeys(_expected(e, fmt) for e in errs))
+        problems.append(Problem(file, pos, unit, name, expected, _found_for(errs[0])))
     return problems
 
 
-def _expected(err) -> str:
-    if err.validator == "required":
-        return f"required field {err.message.split(' ')[0]}"
-    if err.validator == "enum":
-        return "one of " + ", ".join(repr(v) for v in err.validator_value)
-    if err.validator == "type":
-        return f"type {err.validator_value}"
-    if err.validator == "minItems":
-        return f"at least {err.validator_value} item(s)"
-    return err.message
+def _expected(err: dict, fmt: str) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "missing":
+        return f"this required field of a {fmt} record"
+    if kind == "extra_forbidden":
+        return "no such field (a typo?)"
+    if kind.startswith("json_"):
+        return "a JSON record"
+    for prefix in ("Input should be ", "Value should have ", "List should have "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg
+
+
+def _found_for(err: dict) -> str:
+    if err["type"] == "missing":
+        return "nothing"
+    if err["type"].startswith("json_"):
+        return f"invalid JSON ({err['msg'].removeprefix('Invalid JSON: ')})"
+    return _found(err.get("input"))
 
 
 def _found(value: object) -> str:
-    # Show the kind and a short preview, never a long value: data can hold secrets.
+    # A kind and a short preview, never a long value: data can hold secrets.
     kind = type(value).__name__
     if isinstance(value, (dict, list)):
         return f"{kind} of {len(value)}"
@@ -125,72 +279,22 @@ def _found(value: object) -> str:
     return f"{kind} {preview[:40]}{'…' if len(preview) > 40 else ''}"
 
 
-def _semantic_problems(record: dict, where: tuple[str, int]) -> list[Problem]:
-    roles = [m["role"] for m in record["messages"]]
-    if "assistant" not in roles:
-        return [Problem(where[0], where[1], "messages", "at least one assistant turn",
-                        "roles " + ", ".join(roles))]
-    if roles[-1] != "assistant":
-        return [Problem(where[0], where[1], f"messages.{len(roles) - 1}.role",
-                        "the conversation to end with an assistant turn", repr(roles[-1]))]
-    return []
+def _generic(field_path: str) -> str:
+    return re.sub(r"\.\d+(?=\.|$)", ".*", field_path)
 
 
-def normalise(obj: dict, fmt: str) -> dict:
-    if fmt == "sharegpt":
-        messages = [{"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]}
-                    for t in obj["conversations"]]
-        if obj.get("system") and messages[0]["role"] != "system":
-            messages.insert(0, {"role": "system", "content": obj["system"]})
-        meta = {k: v for k, v in obj.items() if k not in ("conversations", "system")}
-    else:
-        messages = [{k: v for k, v in m.items() if v is not None} for m in obj["messages"]]
-        meta = {k: v for k, v in obj.items() if k != "messages"}
-    for message in messages:
-        message.setdefault("content", "")
-    return {"id": record_id(messages), "messages": messages, "meta": meta}
-
-
-def record_id(messages: list[dict]) -> str:
-    """Content hash of the conversation; metadata and formatting never change it."""
-    return hash_json(messages)[:16]
-
-
-def read_raw(raw_dir: Path, root: Path, fmt: str = "auto", skip_bad: bool = False) -> ReadResult:
-    """Read every raw file; bad records become problems (and rejects when skipping)."""
-    result = ReadResult()
+def curate(examples: Iterator[dict], tally: Tally, min_reward: float | None) -> Iterator[dict]:
+    """Drop exact duplicates (by content id; the first occurrence wins) and, with min_reward
+    set, examples whose reward is below it. Unscored examples pass the reward filter."""
     seen: set[str] = set()
-    for path in raw_files(raw_dir):
-        rel = path.relative_to(root).as_posix()
-        result.files.append(rel)
-        for line, obj, parse_error in iter_objects(path):
-            problems = _check(obj, fmt, parse_error, (rel, line))
-            if problems:
-                _note_bad(result, problems, obj, skip_bad)
-                continue
-            record = normalise(obj, fmt if fmt != "auto" else detect_format(obj))
-            if record["id"] in seen:
-                result.duplicates += 1
-                continue
-            seen.add(record["id"])
-            record["source"] = f"{rel}:{line}"
-            result.records.append(record)
-    return result
-
-
-def _check(obj, fmt: str, parse_error: str | None, where: tuple[str, int]) -> list[Problem]:
-    if parse_error:
-        return [Problem(where[0], where[1], "(line)", "a JSON record", parse_error)]
-    actual = fmt if fmt != "auto" else detect_format(obj)
-    if actual is None:
-        return [Problem(where[0], where[1], "(record)",
-                        "an object with `messages` or `conversations`", _found(obj))]
-    return validate(obj, actual, where)
-
-
-def _note_bad(result: ReadResult, problems: list[Problem], obj, skip_bad: bool) -> None:
-    result.bad_count += 1
-    if len(result.problems) < MAX_REPORTED:
-        result.problems.extend(problems[: MAX_REPORTED - len(result.problems)])
-    if skip_bad:
-        result.rejected.append({"record": obj, "problems": [p.to_dict() for p in problems]})
+    for example in examples:
+        file_tally = tally.files[example["source"].rsplit(":", 1)[0]]
+        if example["id"] in seen:
+            file_tally.duplicates += 1
+            continue
+        seen.add(example["id"])
+        reward = example.get("reward")
+        if min_reward is not None and reward is not None and reward < min_reward:
+            file_tally.below_min_reward += 1
+            continue
+        yield example

@@ -1,7 +1,8 @@
 """Deterministic splits by content hash, and the frozen eval split.
 
-A record's split depends only on its own content (and the configured salt), never on file order or
-on how many other records exist: adding data never moves an old record between train and eval.
+A record's split depends only on the hash of its prompt (and the configured salt), never on file
+order or on how many other records exist: adding data never moves an old record between train and
+eval, and every answer to one prompt lands in the same split, so no eval question is trained on.
 The eval split is frozen the first time the baseline gate runs; afterwards its content hash must not
 change unless the user asks to re-freeze, which invalidates the baseline and every verdict.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 from factory import atomic
 from factory.errors import FactoryError
@@ -18,8 +18,8 @@ from factory.project import Project
 from factory.state import now
 
 
-def bucket(record_id: str, salt: str, val_share: float, eval_share: float) -> str:
-    point = int(hashlib.sha256(f"{salt}:{record_id}".encode()).hexdigest()[:8], 16) / 0x1_0000_0000
+def bucket(key: str, salt: str, val_share: float, eval_share: float) -> str:
+    point = int(hashlib.sha256(f"{salt}:{key}".encode()).hexdigest()[:8], 16) / 0x1_0000_0000
     if point < eval_share:
         return "eval"
     if point < eval_share + val_share:
@@ -51,11 +51,7 @@ def freeze(project: Project, records: list[dict]) -> dict:
     path = project.split_file("eval")
     atomic.write_jsonl(path, records)
     record = {"hash": hash_path(path), "count": len(records), "frozen_at": now(),
-              "ids": sorted(r["id"] for r in records)}
+              "ids": sorted({r["id"] for r in records}), "keys": sorted({r["key"] for r in records})}
     atomic.write_json(project.frozen_eval_file, record)
     return record
 
-
-def write_split(path: Path, records: list[dict]) -> str | None:
-    atomic.write_jsonl(path, records)
-    return hash_path(path)

@@ -41,11 +41,20 @@ def demo_project(demo_template, tmp_path) -> Path:
 
 
 @pytest.fixture
-def chat_project(tmp_path) -> Path:
-    """A fresh project from `factory init` with a small set of valid chat records."""
+def chat_project(tmp_path, demo_template) -> Path:
+    """A fresh project from `factory init` with a small set of valid chat records.
+
+    It uses the demo's tiny local model: the format gate measures token lengths with the
+    model's tokenizer, and nothing can be downloaded here.
+    """
     target = tmp_path / "proj"
     rc, out = factory("init", str(target))
     assert rc == 0, out
+    shutil.copytree(demo_template / "models" / "base", target / "models" / "base")
+    config_path = target / "training-config.json"
+    config = json.loads(config_path.read_text())
+    config["model"]["name"] = "models/base"
+    config_path.write_text(json.dumps(config, indent=2))
     rows = [{"messages": [{"role": "user", "content": f"question {i}"},
                           {"role": "assistant", "content": f"answer {i}"}]} for i in range(300)]
     (target / "data" / "raw" / "chat.jsonl").write_text(

@@ -70,8 +70,9 @@ def test_schema_errors_name_each_row(chat_project):
     assert {(p["file"], p["line"]) for p in problems} == {("data/raw/chat.jsonl", 301),
                                                           ("data/raw/chat.jsonl", 302)}
     on_302 = {p["field"]: p["expected"] for p in problems if p["line"] == 302}
-    assert on_302 == {"conversations": "at least 2 item(s)",
-                      "conversations.0": "required field 'value'"}
+    assert on_302 == {"messages": "this required field of a messages record"}
+    found = next(p["found"] for p in problems if p["line"] == 302)
+    assert "looks like sharegpt" in found and "detected from its first record" in found
 
 
 def test_config_error_through_the_cli(chat_project):

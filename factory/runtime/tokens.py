@@ -1,0 +1,60 @@
+"""Token lengths of training rows, rendered through the model's own chat template.
+
+A row is as long as the longest sequence the trainer will build from it: the conversation for SFT,
+prompt + chosen and prompt + rejected for DPO, prompt + completion for KTO, and the prompt (plus
+each offline completion) for GRPO. Lengths are measured on exactly the text the trainer sees, so a
+record that fits here is never truncated later.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from factory.runtime.report import ScriptError
+
+
+def load_tokenizer(model_cfg: dict, root: Path):
+    from transformers import AutoTokenizer
+
+    source = str(root / model_cfg["source"]) if model_cfg.get("local") else model_cfg["source"]
+    try:
+        return AutoTokenizer.from_pretrained(source, revision=model_cfg.get("revision"),
+                                             trust_remote_code=model_cfg.get("trust_remote_code",
+                                                                             False))
+    except (OSError, ValueError) as exc:
+        raise ScriptError("E_MODEL_LOAD", f"cannot load the tokenizer of "
+                                          f"{model_cfg['source']}: {exc}") from exc
+
+
+def sequences(row: dict, method: str) -> list[tuple[list[dict], bool]]:
+    """(messages, add_generation_prompt) for every sequence the trainer builds from the row."""
+    if method == "sft":
+        return [(row["messages"], False)]
+    if method == "dpo":
+        return [(row["prompt"] + row["chosen"], False), (row["prompt"] + row["rejected"], False)]
+    if method == "kto":
+        return [(row["prompt"] + row["completion"], False)]
+    offline = [(row["prompt"] + c, False) for c in row.get("completions", [])]
+    return [(row["prompt"], True)] + offline
+
+
+def lengths(tokenizer, rows: list[dict], method: str) -> list[int | str]:
+    """Per row: its token length, or why the chat template could not render it."""
+    texts, owners, out = [], [], []
+    for index, row in enumerate(rows):
+        out.append(0)
+        for messages, generation in sequences(row, method):
+            try:
+                texts.append(tokenizer.apply_chat_template(
+                    messages, tools=row.get("tools"), tokenize=False,
+                    add_generation_prompt=generation))
+            except Exception as exc:  # a template raises whatever Jinja raises
+                out[index] = f"the chat template cannot render it: {type(exc).__name__}: {exc}"
+                break
+            owners.append(index)
+    # The template already wrote BOS and friends into the text; adding them again would
+    # overcount every row by the model's special-token count.
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    for owner, ids in zip(owners, encoded):
+        if isinstance(out[owner], int):
+            out[owner] = max(out[owner], len(ids))
+    return out
