@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from factory.dataset_info import MANIFEST
 from factory.errors import FactoryError
 
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
-MANIFEST_NAME = "dataset_info.json"
 # Bytes read at a time from a .json file; a module constant so tests can force tiny chunks.
 CHUNK_SIZE = 1 << 18
 PARQUET_BATCH = 4096
@@ -55,7 +55,7 @@ def unit(path: Path) -> str:
 def raw_files(raw_dir: Path) -> list[Path]:
     """The data files under raw_dir, sorted; hidden paths and the dataset manifest are not data."""
     return sorted(p for p in raw_dir.rglob("*")
-                  if p.suffix.lower() in SUFFIXES and p.name != MANIFEST_NAME and p.is_file()
+                  if p.suffix.lower() in SUFFIXES and p.name != MANIFEST and p.is_file()
                   and not any(part.startswith(".") for part in p.relative_to(raw_dir).parts))
 
 

@@ -17,7 +17,7 @@ What it does, in order:
   5. saves the adapter to models/checkpoints/lora/ in one atomic step, and the run's figures to
      metrics/training-stats.json.
 
-Raises (as .factory/logs/finetune.error.json): E_MODEL_LOAD, E_CONFIG (record too long),
+Raises (as .factory/logs/finetune.error.json): E_MODEL_LOAD, E_TOO_LONG,
 E_NAN_LOSS (loss NaN or diverging).
 """
 import argparse
@@ -156,19 +156,19 @@ def read_split(path: Path) -> list[dict]:
 
 
 def check_lengths(tokenizer, rows: list[dict], max_length: int) -> None:
-    too_long = []
-    for row in rows:
-        ids = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True)
-        if len(ids["input_ids"]) > max_length:
-            too_long.append({"id": row["id"], "source": row.get("source"),
-                             "tokens": len(ids["input_ids"])})
+    """The format gate measured these rows already; measured again, the same way, because a
+    split edited by hand must not be silently truncated either."""
+    from factory.runtime import tokens
+
+    too_long = [{"id": row["id"], "source": row.get("source"), "tokens": length}
+                for row, length in zip(rows, tokens.lengths(tokenizer, rows, "sft"))
+                if isinstance(length, int) and length > max_length]
     if too_long:
         first = too_long[0]
         raise ScriptError(
-            "E_CONFIG",
+            "E_TOO_LONG",
             f"{len(too_long)} record(s) exceed model.max_length={max_length} tokens, e.g. "
             f"{first['source']} ({first['tokens']} tokens)",
-            hint="Raise model.max_length in training-config.json or shorten those records.",
             records=too_long[:50])
 
 
