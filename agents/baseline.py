@@ -64,12 +64,8 @@ def freeze_eval_split(ctx: GateContext) -> None:
     from factory import methods, records  # the data readers: only a gate that reads data pays
 
     project, data = ctx.project, ctx.config.data
-    options = records.ReadOptions.from_data_config(data)
     tally = records.Tally()
-    specs = records.plan(project.inside(data.raw_dir), project.root, options, project.inside,
-                         tally)
-    pool = records.curate(records.read(specs, project.root, options, tally), tally,
-                          data.min_reward)
+    pool = records.pool(project.inside(data.raw_dir), project, data, tally)
     split = data.split
     chosen, seen = [], 0
     for example in pool:

@@ -65,7 +65,7 @@ def build(tally, stats: DataStats, *, method: str, splits: dict, frozen_eval: in
     return {
         "method": method,
         "files": files,
-        "formats": dict(Counter(f["format"] for f in files for _ in range(f["valid"]))),
+        "formats": _valid_by_format(files),
         "records": tally.total("records"),
         "valid": tally.total("valid"),
         "bad": tally.bad,
@@ -88,6 +88,13 @@ def build(tally, stats: DataStats, *, method: str, splits: dict, frozen_eval: in
         "roles": dict(stats.roles),
         "tool_calls": stats.tool_calls,
     }
+
+
+def _valid_by_format(files: list[dict]) -> dict:
+    counts: Counter = Counter()
+    for f in files:
+        counts[f["format"]] += f["valid"]
+    return dict(counts)
 
 
 def summary_line(report: dict) -> str:

@@ -50,11 +50,14 @@ class ReadOptions:
     formats: dict[str, str] = field(default_factory=dict)   # glob under raw_dir -> format
     datasets: list[str] | None = None                       # dataset_info.json entries to use
     tool_style: str = "keep"
+    min_reward: float | None = None
 
     @classmethod
     def from_data_config(cls, data: Any) -> "ReadOptions":
+        """From the `data` config section, or its dict in a script's run config."""
         get = data.get if isinstance(data, dict) else lambda k: getattr(data, k)
-        return cls(get("format"), dict(get("formats")), get("datasets"), get("tool_calls"))
+        return cls(get("format"), dict(get("formats")), get("datasets"), get("tool_calls"),
+                   get("min_reward"))
 
 
 @dataclass
@@ -298,3 +301,15 @@ def curate(examples: Iterator[dict], tally: Tally, min_reward: float | None) -> 
             file_tally.below_min_reward += 1
             continue
         yield example
+
+
+def pool(raw_dir: Path, project: Any, data: Any, tally: Tally,
+         on_bad: OnBad | None = None) -> Iterator[dict]:
+    """Every example the data config admits: read, validated, deduplicated, reward-filtered.
+
+    `data` is the `data` config section (the model, or its dict in a script's run config);
+    `project` resolves paths named by a dataset_info.json inside the project.
+    """
+    options = ReadOptions.from_data_config(data)
+    specs = plan(raw_dir, project.root, options, project.inside, tally)
+    return curate(read(specs, project.root, options, tally, on_bad), tally, options.min_reward)

@@ -43,16 +43,15 @@ def build(cfg: dict, root) -> None:
     from factory import atomic, datareport, methods, records, splits
     from factory.hashing import hash_path
     from factory.project import Project
-    from factory.runtime import tokens
+    from factory.runtime import models
 
     project = Project(root)
     method, split = cfg["method"], cfg["split"]
     skip_bad = cfg["on_error"] == "skip"
 
-    # 1. Read and validate, streaming; bad records are quarantined or stop the gate.
-    options = records.ReadOptions.from_data_config(cfg)
+    # 1-2. Read and validate, streaming (bad records are quarantined or stop the gate), then
+    # dedup and the reward filter.
     tally = records.Tally()
-    specs = records.plan(root / cfg["raw_dir"], root, options, project.inside, tally)
     rejected = atomic.StagedJsonl(root / cfg["rejected_file"]) if skip_bad else None
 
     def quarantine(file, pos, record, problems):
@@ -60,12 +59,10 @@ def build(cfg: dict, root) -> None:
             rejected.write({"file": file, "pos": pos, "record": record,
                             "problems": [p.to_dict() for p in problems]})
 
-    # 2. Dedup and the reward filter.
-    examples = records.curate(records.read(specs, root, options, tally, quarantine), tally,
-                              cfg["min_reward"])
+    examples = records.pool(root / cfg["raw_dir"], project, cfg, tally, quarantine)
 
     # 3-4. Bucket, convert for the method, measure tokens; rows are written as they come.
-    tokenizer = tokens.load_tokenizer(cfg["model"], root)
+    tokenizer = models.load_tokenizer(cfg["model"], root)
     out = {name: atomic.StagedJsonl(root / cfg["out_dir"] / f"{name}.jsonl")
            for name in ("train", "val")}
     frozen_ids, frozen_keys = set(cfg["frozen_eval_ids"]), set(cfg["frozen_eval_keys"])

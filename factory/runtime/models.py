@@ -16,20 +16,39 @@ def pick_dtype(requested: str):
     return getattr(torch, requested)
 
 
+def _source(model_cfg: dict, root: Path) -> str:
+    return str(root / model_cfg["source"]) if model_cfg.get("local") else model_cfg["source"]
+
+
+def _hub_kwargs(model_cfg: dict) -> dict:
+    return {"revision": model_cfg.get("revision"),
+            "trust_remote_code": model_cfg.get("trust_remote_code", False)}
+
+
+def load_tokenizer(model_cfg: dict, root: Path, adapter: str | None = None):
+    """The base model's tokenizer, or the one saved with an adapter; pad token always set."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(root / adapter) if adapter else _source(model_cfg, root), **_hub_kwargs(model_cfg))
+    except (OSError, ValueError) as exc:
+        raise ScriptError("E_MODEL_LOAD", f"cannot load the tokenizer of "
+                                          f"{model_cfg['source']}: {exc}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load(model_cfg: dict, root: Path, adapter: str | None = None):
     """Return (model, tokenizer) in eval mode, adapter applied when given."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    source = model_cfg["source"]
-    if model_cfg.get("local"):
-        source = str(root / source)
-    kwargs = {"revision": model_cfg.get("revision"),
-              "trust_remote_code": model_cfg.get("trust_remote_code", False)}
+    tokenizer = load_tokenizer(model_cfg, root, adapter)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(adapter and str(root / adapter) or source,
-                                                  **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=pick_dtype(model_cfg["dtype"]),
-                                                     **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(_source(model_cfg, root),
+                                                     dtype=pick_dtype(model_cfg["dtype"]),
+                                                     **_hub_kwargs(model_cfg))
     except (OSError, ValueError) as exc:
         raise ScriptError("E_MODEL_LOAD", f"cannot load {model_cfg['source']}: {exc}") from exc
     if adapter:
@@ -40,7 +59,5 @@ def load(model_cfg: dict, root: Path, adapter: str | None = None):
 
     if torch.cuda.is_available():
         model.to("cuda")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer

@@ -7,23 +7,6 @@ record that fits here is never truncated later.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from factory.runtime.report import ScriptError
-
-
-def load_tokenizer(model_cfg: dict, root: Path):
-    from transformers import AutoTokenizer
-
-    source = str(root / model_cfg["source"]) if model_cfg.get("local") else model_cfg["source"]
-    try:
-        return AutoTokenizer.from_pretrained(source, revision=model_cfg.get("revision"),
-                                             trust_remote_code=model_cfg.get("trust_remote_code",
-                                                                             False))
-    except (OSError, ValueError) as exc:
-        raise ScriptError("E_MODEL_LOAD", f"cannot load the tokenizer of "
-                                          f"{model_cfg['source']}: {exc}") from exc
-
 
 def sequences(row: dict, method: str) -> list[tuple[list[dict], bool]]:
     """(messages, add_generation_prompt) for every sequence the trainer builds from the row."""
