@@ -8,25 +8,21 @@ from __future__ import annotations
 
 import json
 
-from agents import base_model, runner
+from agents import base_model, eval_scoring, runner
 from agents.gate import GateContext, GateOutcome
 from factory import atomic, splits
 from factory.errors import FactoryError
-from factory.hashing import hash_json, hash_path
+from factory.hashing import hash_path
 
 name = "baseline"
-TEMPLATE = "score"
 
 
 def inputs(ctx: GateContext) -> dict[str, str | None]:
     frozen = splits.frozen(ctx.project)
-    cfg = ctx.config
     return {
         "model": base_model.identity(ctx),
         "eval_split": frozen["hash"] if frozen else None,
-        "scoring": hash_json({"model": cfg.model.model_dump(),
-                              "max_new_tokens": cfg.eval.max_new_tokens, "seed": cfg.eval.seed}),
-        "script": runner.script_hash(TEMPLATE),
+        "scoring": eval_scoring.fingerprint(ctx),
     }
 
 
@@ -36,22 +32,18 @@ def run(ctx: GateContext) -> GateOutcome:
         freeze_eval_split(ctx)
     frozen = splits.check_frozen(project)
 
-    runner.write_script(ctx, name, {
-        "gate": name,
-        "model": base_model.script_view(ctx),
-        "eval_file": "data/splits/eval.jsonl",
-        "max_new_tokens": ctx.config.eval.max_new_tokens,
-        "seed": ctx.config.eval.seed,
-        "metrics_file": "metrics/baseline.json",
-        "examples_file": "metrics/baseline-examples.jsonl",
-    }, template=TEMPLATE)
+    eval_scoring.write(ctx, name, [{"label": "baseline", "checkpoint": None,
+                                    "metrics_file": "metrics/baseline.json",
+                                    "examples_file": "metrics/baseline-examples.jsonl"}])
     runner.execute(ctx, name)
 
     metrics = json.loads((project.metrics_dir / "baseline.json").read_text())
     metrics["model_identity"] = base_model.identity(ctx)
     metrics["eval_split_hash"] = frozen["hash"]
+    metrics["scoring"] = eval_scoring.fingerprint(ctx)
     atomic.write_json(project.metrics_dir / "baseline.json", metrics)
-    return GateOutcome(summary={k: metrics[k] for k in ("examples", "exact_match", "loss")})
+    shown = ["examples", *(m for m in ctx.config.eval.metrics if metrics.get(m) is not None)]
+    return GateOutcome(summary={k: metrics[k] for k in shown})
 
 
 def outputs(ctx: GateContext) -> dict[str, str | None]:

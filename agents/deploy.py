@@ -7,10 +7,11 @@ verdict can never ride on someone else's approval.
 from __future__ import annotations
 
 import json
+import shutil
 
 from agents import base_model, runner
 from agents.gate import GateContext, GateOutcome
-from factory import atomic
+from factory import registry
 from factory.errors import FactoryError
 from factory.hashing import hash_json, hash_path, short
 from factory.state import now
@@ -58,8 +59,8 @@ def check_verdict(ctx: GateContext) -> dict:
 def run(ctx: GateContext) -> GateOutcome:
     project, cfg = ctx.project, ctx.config
     verdict = check_verdict(ctx)
-    registry = read_registry(project)
-    promotion_id = f"v{len(registry['promotions']) + 1}-{verdict['checkpoint_hash'][:8]}"
+    book = registry.read(project)
+    promotion_id = f"v{len(book['promotions']) + 1}-{verdict['checkpoint_hash'][:8]}"
     runner.write_script(ctx, name, {
         "model": base_model.script_view(ctx),
         "adapter": project.rel(project.adapter_dir),
@@ -70,6 +71,9 @@ def run(ctx: GateContext) -> GateOutcome:
         "max_new_tokens": cfg.eval.max_new_tokens,
     })
     runner.execute(ctx, name)
+    # Later candidates are held to this model on the same examples without re-scoring it.
+    shutil.copyfile(project.metrics_dir / "eval-examples.jsonl",
+                    project.deployed_dir / promotion_id / registry.EXAMPLES)
 
     promotion = {
         "id": promotion_id,
@@ -77,24 +81,19 @@ def run(ctx: GateContext) -> GateOutcome:
         "verdict_hash": hash_path(project.metrics_dir / "verdict.json"),
         "eval_split_hash": verdict["eval_split_hash"],
         "baseline_hash": verdict["baseline_hash"],
-        "metrics": {m: v["candidate"] for m, v in verdict["metrics"].items()},
+        "model_identity": verdict.get("model_identity"),
+        "scoring": verdict.get("scoring"),
+        "metrics": {m: v["candidate"] for m, v in verdict["metrics"].items() if v.get("n")},
         "outputs": {o: f"models/deployed/{promotion_id}/{o}" for o in cfg.deploy.outputs},
         "promoted_at": now(),
     }
-    registry["promotions"].append(promotion)
-    registry["current"] = promotion_id
-    atomic.write_json(project.registry_file, registry)
+    book["promotions"].append(promotion)
+    book["current"] = promotion_id
+    registry.write(project, book)
     return GateOutcome(summary={"promotion": promotion_id, "outputs": promotion["outputs"]})
 
 
 def outputs(ctx: GateContext) -> dict[str, str | None]:
-    current = read_registry(ctx.project)["current"]
+    current = registry.read(ctx.project)["current"]
     return {"deployed": hash_path(ctx.project.deployed_dir / current, ctx.cache)
             if current else None}
-
-
-def read_registry(project) -> dict:
-    path = project.registry_file
-    if path.exists():
-        return json.loads(path.read_text())
-    return {"schema": 1, "current": None, "promotions": []}

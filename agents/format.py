@@ -59,12 +59,22 @@ def outputs(ctx: GateContext) -> dict[str, str | None]:
 
 
 def check_no_leakage(ctx: GateContext, eval_ids: set[str], eval_keys: set[str]) -> None:
-    """Refuse if a frozen eval record, or another answer to an eval prompt, sits in train or val."""
+    """Refuse if a frozen eval record, or another answer to an eval prompt, sits in train or val.
+
+    Prompt keys are recomputed from each row's content, so a row whose id or key field was edited
+    (or dropped) is still caught.
+    """
+    from factory.normalise import conversation_key
+
     for split in ("train", "val"):
         path = ctx.project.split_file(split)
+        if not path.exists():
+            continue
         with open(path, encoding="utf-8") as fh:
-            leaked = [row.get("source", row["id"]) for row in map(json.loads, fh)
-                      if row["id"] in eval_ids or row["key"] in eval_keys]
+            leaked = [row.get("source") or row.get("id") or f"line {n}"
+                      for n, row in enumerate(map(json.loads, fh), 1)
+                      if row.get("id") in eval_ids or row.get("key") in eval_keys
+                      or conversation_key(row.get("prompt") or row["messages"]) in eval_keys]
         if leaked:
             raise FactoryError("E_LEAKAGE",
                                f"{len(leaked)} row(s) of data/splits/{split}.jsonl repeat a frozen "

@@ -115,7 +115,8 @@ def cmd_status(args) -> tuple[dict, dict]:
     result = {"project": str(ctx.project.root), "name": ctx.config.name, "state": st.state,
               "gates": [v.to_dict() for v in views], "training": training_status(ctx.project),
               "lock": ProjectLock(ctx.project).holder(),
-              "last_error": st.record.get("last_error"), "data": data_summary(ctx.project)}
+              "last_error": st.record.get("last_error"), "data": data_summary(ctx.project),
+              "eval": eval_summary(ctx.project)}
     return result, pipeline.next_action(views, st.state)
 
 
@@ -164,13 +165,31 @@ def data_summary(project: Project) -> dict | None:
     from factory import datareport
 
     path = project.metrics_dir / "data-report.json"
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
+    report = _json_or_none(path)
+    if report is None:
         return None
     return {"summary": datareport.summary_line(report), "report": project.rel(path),
             "human": "reports/data.md", "bad": report.get("bad"),
             "splits": report.get("splits")}
+
+
+def eval_summary(project: Project) -> dict | None:
+    """The latest verdict in one line, with links to its report and plot."""
+    path = project.metrics_dir / "verdict.json"
+    verdict = _json_or_none(path)
+    if verdict is None:
+        return None
+    return {"passed": verdict.get("passed"), "reason": verdict.get("reason"),
+            "verdict": project.rel(path), "report": verdict.get("report"),
+            "plot": verdict.get("plot"), "checkpoint_hash": verdict.get("checkpoint_hash")}
+
+
+def _json_or_none(path: Path) -> dict | None:
+    # A report being rewritten right now is simply not shown; status must never fail on it.
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def training_status(project: Project) -> dict | None:
@@ -207,10 +226,15 @@ def human_status(result: dict) -> None:
             extra = f"  {gate['error']['code']}: {gate['error']['message']}"
         elif gate["summary"]:
             extra = "  " + ", ".join(f"{k}={_fmt(v)}" for k, v in gate["summary"].items()
-                                     if not isinstance(v, (dict, list)))
+                                     if not isinstance(v, (dict, list))
+                                     and k not in ("reason", "report"))
         print(f"  {gate['name']:<9} {gate['status']:<8}{extra}")
     if result.get("data"):
         print(f"data    {result['data']['summary']}  ({result['data']['human']})")
+    verdict = result.get("eval")
+    if verdict:
+        print(f"eval    {'PASSED' if verdict['passed'] else 'FAILED'}: {verdict['reason']}  "
+              f"({verdict['report']}, {verdict['plot']})")
     training = result.get("training")
     if training and (training.get("running") or training.get("interrupted")):
         state = "running" if training["running"] else "interrupted"

@@ -8,12 +8,14 @@ and never echo the value, which could be a secret.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from factory.errors import FactoryError
+from factory.metrics import DEFAULT_METRICS, REWARD_PREFIX, unknown
 
 
 
@@ -115,19 +117,70 @@ class TrainingConfig(_Section):
     seed: int = 42
 
 
+class RewardConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$",
+                      description="Name of the reward; as an eval metric it is reward:<name>.")
+    type: Literal["format_regex", "json_valid", "syntax_valid", "code_executes",
+                  "tool_call_valid"] = Field(
+        description="format_regex: the answer matches `pattern`. json_valid: the answer is JSON. "
+                    "syntax_valid: its Python code parses. code_executes: its Python code runs "
+                    "to exit 0 in the sandbox. tool_call_valid: share of its calls whose "
+                    "arguments fit the declared tools.")
+    weight: float = Field(1.0, ge=0.0, description="Weight in a combined reward.")
+    pattern: str | None = Field(None, description="format_regex: the regular expression.")
+    fullmatch: bool = Field(False, description="format_regex: the whole answer must match, not "
+                                               "just a part of it.")
+    timeout_s: float = Field(5.0, gt=0, le=300, description="code_executes: wall-clock limit.")
+    memory_mb: int = Field(256, ge=32, le=65536, description="code_executes: address-space "
+                                                             "limit.")
+
+    @model_validator(mode="after")
+    def _pattern_compiles(self) -> "RewardConfig":
+        if self.type == "format_regex":
+            if not self.pattern:
+                raise ValueError("format_regex needs a pattern")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        return self
+
+
 class EvalConfig(_Section):
-    primary_metric: Literal["exact_match", "loss"] = Field(
-        "exact_match", description="The metric the candidate must improve to pass.")
+    metrics: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_METRICS),
+        description="Metrics computed on the frozen eval split: loss, exact_match, "
+                    "normalized_match, tool_parse, tool_name, tool_args_exact, tool_args_valid, "
+                    "and reward:<name> for any entry of `rewards`. Tool metrics count only "
+                    "examples whose reference calls a tool.")
+    primary_metric: str = Field("exact_match",
+                                description="The metric the candidate must improve to pass.")
     min_delta: float = Field(0.05, ge=0.0, description="Smallest improvement of the primary "
                                                        "metric that counts.")
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence of the bootstrap "
-                                                                "interval of the improvement.")
+                                                                "and credible intervals.")
     bootstrap_resamples: int = Field(10000, ge=100, le=1_000_000)
-    guards: dict[Literal["exact_match", "loss"], float] = Field(
+    guards: dict[str, float] = Field(
         default_factory=lambda: {"loss": 0.0},
-        description="Metric -> largest tolerated regression (in the metric's units).")
+        description="Metric -> largest tolerated regression (in the metric's units, point "
+                    "estimate).")
+    vs_promoted: Literal["not_worse", "better", "off"] = Field(
+        "not_worse", description="Against the model promoted last: not_worse: the primary metric "
+                                 "may fall by at most promoted_tolerance; better: it must beat it "
+                                 "by the same rule as the baseline; off: no comparison.")
+    promoted_tolerance: float = Field(0.0, ge=0.0, description="Largest tolerated drop of the "
+                                                               "primary metric below the "
+                                                               "promoted model.")
     max_new_tokens: int = Field(64, ge=1, le=8192, description="Generation budget per example.")
     seed: int = 1234
+
+    @model_validator(mode="after")
+    def _judged_metrics_are_computed(self) -> "EvalConfig":
+        judged = [self.primary_metric, *self.guards]
+        missing = [m for m in judged if m not in self.metrics]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} must also be listed in eval.metrics")
+        return self
 
 
 class DeployConfig(_Section):
@@ -143,6 +196,21 @@ class ProjectConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
+    rewards: list[RewardConfig] = Field(
+        default_factory=list, description="Verifiable rewards, usable as eval metrics "
+                                          "(reward:<name>) and by reward-based training.")
+
+    @model_validator(mode="after")
+    def _metrics_exist(self) -> "ProjectConfig":
+        names = [r.name for r in self.rewards]
+        if len(set(names)) != len(names):
+            raise ValueError("rewards: two entries share a name")
+        bad = unknown(self.eval.metrics, set(names))
+        if bad:
+            raise ValueError(f"eval.metrics: unknown {', '.join(bad)} (built in: "
+                             f"{', '.join(DEFAULT_METRICS)}; or {REWARD_PREFIX}<name> of an "
+                             f"entry in rewards)")
+        return self
 
 
 def json_schema() -> dict:

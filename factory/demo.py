@@ -22,8 +22,14 @@ DEMO_CONFIG = {
     "training": {"method": "sft", "epochs": 12, "batch_size": 16,
                  "gradient_accumulation_steps": 1, "learning_rate": 0.003, "warmup_steps": 10,
                  "logging_steps": 5, "save_steps": 40, "seed": 42},
-    "eval": {"primary_metric": "exact_match", "min_delta": 0.05, "confidence": 0.95,
+    "eval": {"metrics": ["loss", "exact_match", "normalized_match", "tool_parse", "tool_name",
+                         "tool_args_exact", "tool_args_valid", "reward:one_call"],
+             "primary_metric": "exact_match", "min_delta": 0.05, "confidence": 0.95,
              "guards": {"loss": 0.0}, "max_new_tokens": 48},
+    # A verifiable reward used as a metric: the answer is exactly one call and nothing else.
+    "rewards": [{"name": "one_call", "type": "format_regex", "fullmatch": True,
+                 "pattern": r"<start_function_call>call:[a-z_]+\{[^<]*(?:<escape>[^<]*<escape>"
+                            r"[^<]*)*\}<end_function_call>"}],
 }
 
 
@@ -31,7 +37,8 @@ def write_config(project_dir: Path) -> None:
     path = project_dir / CONFIG_FILE
     config = json.loads(path.read_text())
     for section, values in DEMO_CONFIG.items():
-        config[section] = {**config.get(section, {}), **values}
+        config[section] = {**config.get(section, {}), **values} if isinstance(values, dict) \
+            else values
     atomic.write_json(path, config)
 
 

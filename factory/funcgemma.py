@@ -408,20 +408,21 @@ def to_openai(call: Call, call_id: str | None = None) -> dict[str, Any]:
     if call_id is not None:
         out["id"] = call_id
     try:
-        arguments = json.dumps(_to_json(call.arguments), ensure_ascii=False, allow_nan=False)
+        arguments = json.dumps(json_value(call.arguments), ensure_ascii=False, allow_nan=False)
     except ValueError as err:  # e.g. 1e400 overflows to inf, which JSON cannot carry
         raise FunctionCallError(0, f"arguments have no JSON form: {err}") from None
     out["function"] = {"name": call.name, "arguments": arguments}
     return out
 
 
-def _to_json(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """Arguments as plain JSON values: every Number becomes its int or float."""
     if isinstance(value, Number):
         return value.value
     if isinstance(value, dict):
-        return {k: _to_json(v) for k, v in value.items()}
+        return {k: json_value(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_to_json(v) for v in value]
+        return [json_value(v) for v in value]
     return value
 
 

@@ -403,6 +403,13 @@ def prompt_key(example: dict) -> str:
     return identify(example)[1]
 
 
+def conversation_key(messages: list[dict]) -> str:
+    """The prompt key of any message list that holds a user turn: a conversation, or the prompt
+    of a method row. It equals the key `identify` gave the example the list came from, so
+    leakage can be checked from content alone, whatever ids a file claims."""
+    return identify({"messages": messages, "kind": "chat"})[1]
+
+
 def prompt_of(example: dict) -> list[dict]:
     messages = example["messages"]
     if example["kind"] != "chat":

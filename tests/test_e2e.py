@@ -63,6 +63,16 @@ def test_demo_survives_a_kill_mid_finetune_and_earns_its_deploy(demo_project):
     em = verdict["metrics"]["exact_match"]
     assert verdict["passed"] and em["improvement"] >= 0.3 and em["ci_low"] > 0
     assert verdict["min_delta"] == 0.05, "the demo passes under the default rule, not a lowered one"
+    assert verdict["promoted"] is None, "nothing was promoted before"
+    assert em["bayes"]["p_candidate_better"] > 0.99 and em["p_sign"] < 1e-3
+    calls = verdict["metrics"]["tool_args_exact"]
+    assert calls["n"] == em["n"] and calls["candidate"] >= 0.5
+    assert verdict["metrics"]["reward:one_call"]["candidate"] > 0.9, "a reward used as a metric"
+    assert (demo_project / "reports" / "eval.md").read_text().startswith("# Evaluation: PASSED")
+    assert (demo_project / "reports" / "eval-deltas.png").read_bytes()[:4] == b"\x89PNG"
+    examples = (demo_project / "metrics" / "eval-examples.jsonl").read_text().splitlines()
+    first = json.loads(examples[0])
+    assert {"prediction", "reference", "exact_match", "loss", "reward:one_call"} <= set(first)
 
     adapter = demo_project / "models" / "checkpoints" / "lora"
     assert (adapter / "adapter_config.json").exists()
@@ -74,6 +84,13 @@ def test_demo_survives_a_kill_mid_finetune_and_earns_its_deploy(demo_project):
     assert (deployed / "adapter" / "adapter_model.safetensors").exists()
     assert (deployed / "merged" / "model.safetensors").exists()
     assert read_json(deployed / "deploy-manifest.json")["parity_probes"] == 5
+    assert (deployed / "eval-examples.jsonl").read_text().splitlines() == examples
+    assert registry["promotions"][-1]["scoring"] == verdict["scoring"]
+    rc, out = factory("-C", str(demo_project), "status")
+    assert out["result"]["eval"]["passed"] and out["result"]["eval"]["plot"] == \
+        "reports/eval-deltas.png"
+    assert [g["status"] for g in out["result"]["gates"]] == ["passed"] * 5, \
+        "deploying the candidate must not make its own evaluation stale"
     for gate in ("baseline", "format", "finetune", "evaluate", "deploy"):
         assert (demo_project / "scripts" / f"{gate}.py").exists()
         assert (demo_project / "scripts" / f"{gate}.json").exists()

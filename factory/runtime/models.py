@@ -41,16 +41,29 @@ def load_tokenizer(model_cfg: dict, root: Path, adapter: str | None = None):
 
 
 def load(model_cfg: dict, root: Path, adapter: str | None = None):
-    """Return (model, tokenizer) in eval mode, adapter applied when given."""
+    """Return (model, tokenizer) in eval mode.
+
+    `adapter` names a checkpoint folder inside the project: a PEFT adapter is applied to the base
+    model; a full model folder (config.json, no adapter_config.json) is loaded instead of it.
+    """
     from transformers import AutoModelForCausalLM
 
+    if adapter and not (root / adapter / "adapter_config.json").exists():
+        if not (root / adapter / "config.json").exists():
+            raise ScriptError("E_MODEL_LOAD", f"{adapter} is neither a PEFT adapter "
+                                              "(adapter_config.json) nor a model folder "
+                                              "(config.json)")
+        model_cfg = {**model_cfg, "source": str(root / adapter), "local": False,
+                     "revision": None}
+        adapter = None
     tokenizer = load_tokenizer(model_cfg, root, adapter)
+    source = _source(model_cfg, root)
     try:
-        model = AutoModelForCausalLM.from_pretrained(_source(model_cfg, root),
+        model = AutoModelForCausalLM.from_pretrained(source,
                                                      dtype=pick_dtype(model_cfg["dtype"]),
                                                      **_hub_kwargs(model_cfg))
     except (OSError, ValueError) as exc:
-        raise ScriptError("E_MODEL_LOAD", f"cannot load {model_cfg['source']}: {exc}") from exc
+        raise ScriptError("E_MODEL_LOAD", f"cannot load {source}: {exc}") from exc
     if adapter:
         from peft import PeftModel
 

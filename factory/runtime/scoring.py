@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from factory.metrics import BUILTIN
+
 BATCH_SIZE = 16
 
 
@@ -68,26 +70,56 @@ def greedy_answer(model, tokenizer, messages: list[dict], max_new_tokens: int) -
 
 
 def score_examples(model, tokenizer, records: list[dict], *, max_length: int,
-                   max_new_tokens: int, on_progress=None) -> list[dict]:
+                   max_new_tokens: int, metrics: list[str], rewards: dict | None = None,
+                   on_progress=None) -> list[dict]:
     rows = []
     for batch in _batches(records, BATCH_SIZE):
         conversations = [r["messages"] for r in batch]
         losses = assistant_losses(model, tokenizer, conversations, max_length)
         predictions = greedy_answers(model, tokenizer, conversations, max_new_tokens)
         for record, (loss, tokens), prediction in zip(batch, losses, predictions):
-            reference = record["messages"][-1]["content"].strip()
-            rows.append({"id": record["id"], "loss": loss, "assistant_tokens": tokens,
-                         "exact_match": float(prediction == reference),
-                         "prediction": prediction})
+            row = {"id": record["id"], "source": record.get("source"),
+                   "assistant_tokens": tokens, "loss": None if math.isnan(loss) else loss}
+            row.update(example_scores(prediction, record, metrics, rewards or {}))
+            # Only the configured metrics are kept, so the files hold what the verdict judged.
+            rows.append({k: v for k, v in row.items() if k in metrics or k not in BUILTIN}
+                        | {"prediction": prediction})
         if on_progress:
             on_progress(len(rows), len(records))
     return rows
 
 
-def aggregate(rows: list[dict]) -> dict:
-    losses = [r["loss"] for r in rows if not math.isnan(r["loss"])]
-    mean_loss = sum(losses) / len(losses) if losses else math.nan
-    return {"examples": len(rows),
-            "exact_match": sum(r["exact_match"] for r in rows) / len(rows) if rows else 0.0,
-            "loss": mean_loss,
-            "perplexity": math.exp(mean_loss) if losses and mean_loss < 50 else None}
+def example_scores(prediction: str, record: dict, metrics: list[str], rewards: dict) -> dict:
+    """Every generation-level metric of one answer; None where a metric does not apply."""
+    from factory import methods, toolcalls
+    from factory.metrics import REWARD_PREFIX, normalized
+
+    last = record["messages"][-1]
+    reference = methods.answer_text(last).strip()
+    scores: dict = {"reference": reference,
+                    "exact_match": float(prediction == reference),
+                    "normalized_match": float(normalized(prediction) == normalized(reference))}
+    expected = toolcalls.reference_calls(last)
+    if expected:
+        scores.update(toolcalls.judge(prediction, expected, record.get("tools")))
+    else:
+        scores.update(dict.fromkeys(("tool_parse", "tool_name", "tool_args_exact",
+                                     "tool_args_valid")))
+    context = {"reference": reference, "tools": record.get("tools"),
+               "messages": record["messages"][:-1]}
+    for metric in metrics:
+        if metric.startswith(REWARD_PREFIX):
+            scores[metric] = float(rewards[metric[len(REWARD_PREFIX):]](prediction, context))
+    return scores
+
+
+def aggregate(rows: list[dict], metrics: list[str]) -> dict:
+    """Mean of each metric over the examples it applies to, with that count."""
+    out: dict = {"examples": len(rows)}
+    for metric in metrics:
+        values = [r[metric] for r in rows if r.get(metric) is not None]
+        out[metric] = sum(values) / len(values) if values else None
+        out[f"{metric}_n"] = len(values)
+    if out.get("loss") is not None:
+        out["perplexity"] = math.exp(out["loss"]) if out["loss"] < 50 else None
+    return out
