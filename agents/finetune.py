@@ -1,11 +1,10 @@
-"""Finetune gate: train a LoRA adapter on the train split (SFT in this version)."""
+"""Finetune gate: train a LoRA adapter on the train split with SFT, DPO, KTO or GRPO (TRL)."""
 from __future__ import annotations
 
 import json
 
 from agents import base_model, runner
 from agents.gate import GateContext, GateOutcome
-from factory.errors import FactoryError
 from factory.hashing import hash_json, hash_path
 
 name = "finetune"
@@ -19,19 +18,15 @@ def inputs(ctx: GateContext) -> dict[str, str | None]:
         "val_split": hash_path(project.split_file("val"), ctx.cache),
         "training_config": hash_json({"model": cfg.model.model_dump(),
                                       "lora": cfg.lora.model_dump(),
-                                      "training": cfg.training.model_dump()}),
+                                      "training": cfg.training.model_dump(),
+                                      "rewards": [r.model_dump() for r in cfg.rewards]
+                                      if cfg.training.method == "grpo" else None}),
         "script": runner.script_hash(name),
     }
 
 
 def run(ctx: GateContext) -> GateOutcome:
     project, cfg = ctx.project, ctx.config
-    if cfg.training.method != "sft":
-        raise FactoryError(
-            "E_CONFIG", f"training.method {cfg.training.method!r}: the format gate prepares its "
-                        "rows, but this version of the finetune gate trains sft only",
-            hint="Set training.method to \"sft\" in training-config.json.",
-            details={"field": "training.method"})
     # Checkpoints live under a folder named for these exact inputs: a resumed run can only pick up
     # a checkpoint of the same data, config and code, never one of an earlier, different run.
     run_key = hash_json(inputs(ctx))[:12]
@@ -39,6 +34,8 @@ def run(ctx: GateContext) -> GateOutcome:
         "model": base_model.script_view(ctx),
         "lora": cfg.lora.model_dump(),
         "training": cfg.training.model_dump(),
+        "method_args": method_args(ctx),
+        "rewards": [r.model_dump() for r in cfg.rewards],
         "train_file": "data/splits/train.jsonl",
         "val_file": "data/splits/val.jsonl",
         "run_dir": f"models/runs/{run_key}",
@@ -55,3 +52,19 @@ def run(ctx: GateContext) -> GateOutcome:
 
 def outputs(ctx: GateContext) -> dict[str, str | None]:
     return {"adapter": hash_path(ctx.project.adapter_dir, ctx.cache)}
+
+
+def method_args(ctx: GateContext) -> dict:
+    """The method's own settings, named as its TRL config class names them."""
+    t, max_length = ctx.config.training, ctx.config.model.max_length
+    if t.method == "sft":
+        return {"max_length": max_length, "assistant_only_loss": t.assistant_only_loss}
+    if t.method == "dpo":
+        return {"max_length": max_length, "beta": t.dpo.beta}
+    if t.method == "kto":
+        return {"max_length": max_length, "beta": t.kto.beta,
+                "desirable_weight": t.kto.desirable_weight,
+                "undesirable_weight": t.kto.undesirable_weight}
+    g = t.grpo
+    return {"num_generations": g.num_generations, "max_completion_length": g.max_completion_length,
+            "beta": g.beta, "temperature": g.temperature}

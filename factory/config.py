@@ -97,6 +97,32 @@ class LoraConfig(_Section):
         "all-linear", description="Module names to adapt, or all-linear.")
 
 
+class DpoConfig(_Section):
+    beta: float = Field(0.1, gt=0, description="How far the policy may move from the reference "
+                                               "(with LoRA, the base model with the adapter "
+                                               "switched off).")
+
+
+class KtoConfig(_Section):
+    beta: float = Field(0.1, gt=0, description="KL strength, as in DPO.")
+    desirable_weight: float = Field(1.0, gt=0, description="Loss weight of desirable examples; "
+                                                           "raise it when they are the minority.")
+    undesirable_weight: float = Field(1.0, gt=0, description="Loss weight of undesirable "
+                                                             "examples.")
+
+
+class GrpoConfig(_Section):
+    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt (the "
+                                                      "group the advantages are computed in).")
+    max_completion_length: int = Field(64, ge=1, description="Token budget of each completion.")
+    beta: float = Field(0.0, ge=0, description="KL penalty against the base model (0: none, "
+                                               "as TRL's default).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the completions.")
+    rewards: list[str] | None = Field(
+        None, description="Names of entries in `rewards` to train on (default: all of them), "
+                          "combined with their weights.")
+
+
 class TrainingConfig(_Section):
     method: Literal["sft", "dpo", "kto", "grpo"] = Field(
         "sft", description="Training method; the format gate writes the splits it needs.")
@@ -115,14 +141,34 @@ class TrainingConfig(_Section):
     assistant_only_loss: bool = Field(True, description="Train only on assistant turns (needs a "
                                                         "chat template with generation markers).")
     seed: int = 42
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
+    kto: KtoConfig = Field(default_factory=KtoConfig)
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig)
+
+    @model_validator(mode="after")
+    def _grpo_groups_fit_the_batch(self) -> "TrainingConfig":
+        # TRL samples num_generations completions per prompt inside one generation batch of
+        # batch_size * gradient_accumulation_steps completions; it must hold whole groups.
+        if self.method != "grpo":
+            return self
+        batch = self.batch_size * self.gradient_accumulation_steps
+        if batch % self.grpo.num_generations:
+            valid = [n for n in range(2, batch + 1) if batch % n == 0]
+            raise ValueError(
+                f"training.batch_size x gradient_accumulation_steps = {batch} completions must "
+                f"be divisible by training.grpo.num_generations = {self.grpo.num_generations}; "
+                f"valid num_generations for this batch: {valid or 'none (raise batch_size)'}")
+        return self
 
 
 class RewardConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$",
                       description="Name of the reward; as an eval metric it is reward:<name>.")
-    type: Literal["format_regex", "json_valid", "syntax_valid", "code_executes",
-                  "tool_call_valid"] = Field(
-        description="format_regex: the answer matches `pattern`. json_valid: the answer is JSON. "
+    type: Literal["reference_match", "format_regex", "json_valid", "syntax_valid",
+                  "code_executes", "tool_call_valid"] = Field(
+        description="reference_match: the answer equals the example's reference answer (task "
+                    "completion; tool calls compared as calls, text after normalisation). "
+                    "format_regex: the answer matches `pattern`. json_valid: the answer is JSON. "
                     "syntax_valid: its Python code parses. code_executes: its Python code runs "
                     "to exit 0 in the sandbox. tool_call_valid: share of its calls whose "
                     "arguments fit the declared tools.")
@@ -205,6 +251,14 @@ class ProjectConfig(_Section):
         names = [r.name for r in self.rewards]
         if len(set(names)) != len(names):
             raise ValueError("rewards: two entries share a name")
+        if self.training.method == "grpo":
+            wanted = self.training.grpo.rewards
+            if not self.rewards:
+                raise ValueError("training.method grpo needs at least one entry in rewards")
+            missing = sorted(set(wanted or []) - set(names))
+            if missing:
+                raise ValueError(f"training.grpo.rewards: no reward named {', '.join(missing)} "
+                                 f"in rewards (defined: {', '.join(names)})")
         bad = unknown(self.eval.metrics, set(names))
         if bad:
             raise ValueError(f"eval.metrics: unknown {', '.join(bad)} (built in: "

@@ -76,6 +76,10 @@ CATALOGUE: dict[str, Code] = {
                             "Read the log named in the error, fix the cause, and re-run the gate."),
     "E_NAN_LOSS": Code(EXIT_CRASHED, "Training loss became NaN or diverged.",
                        "Lower training.learning_rate (e.g. 1e-4 or 5e-5) in training-config.json."),
+    "E_REWARD": Code(EXIT_BAD_INPUT, "A reward function failed or did not return one finite "
+                                     "score per completion.",
+                     "Fix the reward named in the message (its entry under `rewards` in "
+                     "training-config.json), then run the gate again."),
     "E_MODEL_LOAD": Code(EXIT_CRASHED, "The model or tokenizer could not be loaded.",
                          "Check model.name in training-config.json: a local folder inside the "
                          "project or a hub id you can reach."),

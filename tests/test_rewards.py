@@ -104,3 +104,63 @@ def test_reward_config_is_checked():
     assert ok.eval.primary_metric == "reward:g"
     with pytest.raises(ValueError, match="must also be listed in eval.metrics"):
         ProjectConfig.model_validate({**base, "eval": {"metrics": ["exact_match"]}})
+
+
+# --- rewards as GRPO sees them -----------------------------------------------------------
+
+FG_CALL = "<start_function_call>call:f{a:<escape>x<escape>}<end_function_call>"
+
+
+def test_reference_match_compares_calls_as_calls_and_text_normalised():
+    match = build(type="reference_match")
+    assert match(FG_CALL, {"reference": FG_CALL}) == 1.0
+    assert match('<tool_call>{"name": "f", "arguments": {"a": "x"}}</tool_call>',
+                 {"reference": FG_CALL}) == 1.0
+    assert match(FG_CALL.replace("x", "y"), {"reference": FG_CALL}) == 0.0
+    assert match("  Paris. ", {"reference": "paris"}) == 1.0
+    assert match("anything", {"reference": ""}) == 0.0
+
+
+def test_trl_reward_functions_take_the_trainers_arguments():
+    specs = [{"name": "answer", "type": "reference_match", "weight": 2.0},
+             {"name": "json", "type": "json_valid", "weight": 0.5}]
+    funcs, weights = rewards.for_trl(specs, ["answer"])
+    assert [f.__name__ for f in funcs] == ["answer"] and weights == [2.0]
+    funcs, weights = rewards.for_trl(specs)
+    completions = [[{"role": "assistant", "content": FG_CALL}],
+                   [{"role": "assistant", "content": "{}"}]]
+    scores = funcs[0]([[{"role": "user", "content": "q"}]] * 2, completions,
+                      answer=[FG_CALL, FG_CALL], completion_ids=[[1], [2]], trainer_state=None)
+    assert scores == [1.0, 0.0]
+    assert funcs[1](["q", "q"], ["{}", "no"]) == [1.0, 0.0]  # plain-text completions too
+    rewards.preflight(funcs, {"prompt": [{"role": "user", "content": "q"}], "answer": FG_CALL})
+
+
+def test_preflight_names_a_reward_that_breaks_the_contract():
+    def short(prompts, completions, **kw):
+        return [1.0]
+
+    def boom(prompts, completions, **kw):
+        raise KeyError("tests")
+    row = {"prompt": [{"role": "user", "content": "q"}]}
+    with pytest.raises(ValueError, match="reward short must return one finite float"):
+        rewards.preflight([short], row)
+    with pytest.raises(ValueError, match="reward boom raised KeyError"):
+        rewards.preflight([boom], row)
+
+
+def test_grpo_config_is_checked_before_any_weights_load():
+    base = {"name": "p", "model": {"name": "m"},
+            "rewards": [{"name": "answer", "type": "reference_match"}]}
+    grpo = {"method": "grpo", "batch_size": 3, "gradient_accumulation_steps": 2,
+            "grpo": {"num_generations": 4}}
+    with pytest.raises(ValueError, match=r"= 6 completions must be divisible by .* = 4; valid "
+                                         r"num_generations for this batch: \[2, 3, 6\]"):
+        ProjectConfig.model_validate({**base, "training": grpo})
+    ok = {**grpo, "grpo": {"num_generations": 3}}
+    assert ProjectConfig.model_validate({**base, "training": ok}).training.grpo.num_generations == 3
+    with pytest.raises(ValueError, match="needs at least one entry in rewards"):
+        ProjectConfig.model_validate({**base, "rewards": [], "training": ok})
+    with pytest.raises(ValueError, match="no reward named nope"):
+        ProjectConfig.model_validate({**base, "training": {**ok, "grpo": {
+            "num_generations": 3, "rewards": ["nope"]}}})

@@ -23,12 +23,13 @@ def _now() -> str:
 
 
 class TrainingStatus(TrainerCallback):
-    def __init__(self, path: Path, total_epochs: float):
+    def __init__(self, path: Path, total_epochs: float, watch_divergence: bool = True):
         self.path = path
+        self.watch_divergence = watch_divergence
         self.status = {"running": False, "step": 0, "total_steps": 0, "epoch": 0.0,
                        "total_epochs": total_epochs, "loss": None, "learning_rate": None,
                        "eta_seconds": None, "started_at": None, "checkpoint_at": None,
-                       "updated_at": None, "error": None}
+                       "reward": None, "updated_at": None, "error": None}
         self.diverged: str | None = None
         self._first_loss: float | None = None
         self._t0 = time.monotonic()
@@ -52,6 +53,7 @@ class TrainingStatus(TrainerCallback):
         self.write(step=state.global_step, epoch=round(state.epoch or 0.0, 4),
                    loss=loss if loss is not None else self.status["loss"],
                    learning_rate=logs.get("learning_rate", self.status["learning_rate"]),
+                   reward=logs.get("reward", self.status["reward"]),
                    eta_seconds=round(eta, 1) if eta is not None else None)
         if loss is not None:
             self._check_loss(float(loss), control)
@@ -67,7 +69,8 @@ class TrainingStatus(TrainerCallback):
             self._first_loss = loss
         if not math.isfinite(loss):
             self.diverged = f"loss became {loss}"
-        elif self._first_loss and loss > DIVERGENCE_FACTOR * self._first_loss:
+        elif (self.watch_divergence and self._first_loss
+              and loss > DIVERGENCE_FACTOR * self._first_loss):
             self.diverged = f"loss diverged to {loss:.3g} from {self._first_loss:.3g}"
         if self.diverged:
             control.should_training_stop = True
