@@ -5,6 +5,7 @@ import json
 
 from agents import base_model, runner
 from agents.gate import GateContext, GateOutcome
+from factory.errors import FactoryError
 from factory.hashing import hash_json, hash_path
 
 name = "finetune"
@@ -27,6 +28,7 @@ def inputs(ctx: GateContext) -> dict[str, str | None]:
 
 def run(ctx: GateContext) -> GateOutcome:
     project, cfg = ctx.project, ctx.config
+    precheck(ctx)
     # Checkpoints live under a folder named for these exact inputs: a resumed run can only pick up
     # a checkpoint of the same data, config and code, never one of an earlier, different run.
     run_key = hash_json(inputs(ctx))[:12]
@@ -52,6 +54,20 @@ def run(ctx: GateContext) -> GateOutcome:
 
 def outputs(ctx: GateContext) -> dict[str, str | None]:
     return {"adapter": hash_path(ctx.project.adapter_dir, ctx.cache)}
+
+
+def precheck(ctx: GateContext) -> None:
+    """The pre-training checklist, before any weights load: warnings are said, a failure stops."""
+    from factory import checklist
+
+    items = checklist.run(ctx.project, ctx.config)
+    for item in items:
+        if item.status != "pass":
+            ctx.say(f"[{name}] check {item.status}: {item.name}: {item.detail}")
+    failed = checklist.failed(items)
+    if failed:
+        raise FactoryError("E_PRECHECK", "; ".join(f"{i.name}: {i.detail}" for i in failed),
+                           hint=failed[0].hint, details={"items": [i.to_dict() for i in items]})
 
 
 def method_args(ctx: GateContext) -> dict:

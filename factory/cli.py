@@ -144,6 +144,30 @@ def cmd_run(args) -> tuple[dict, dict]:
     return {"state": st.state, "gates": results}, step
 
 
+def cmd_check(args) -> tuple[dict, dict]:
+    from factory import checklist
+    from factory.config import load_config
+
+    project = Project.open(args.project)
+    try:
+        config = load_config(project.config_file)
+    except FactoryError as error:
+        items = [checklist.Item("config", "fail", error.message, error.hint)]
+    else:
+        items = [checklist.Item("config", "pass", "training-config.json is valid"),
+                 *checklist.run(project, config)]
+    shown = [i.to_dict() for i in items]
+    failed = checklist.failed(items)
+    if failed:
+        raise FactoryError("E_PRECHECK", f"{len(failed)} pre-training check(s) failed: "
+                                         + "; ".join(f"{i.name}: {i.detail}" for i in failed),
+                           hint=failed[0].hint, details={"items": shown})
+    warnings = sum(i.status == "warn" for i in items)
+    return ({"items": shown, "warnings": warnings},
+            {"command": "factory run finetune", "reason": "every pre-training check passed"
+             + (f" ({warnings} warning(s))" if warnings else "")})
+
+
 def cmd_log(args) -> tuple[dict, dict]:
     project = Project.open(args.project)
     events = read_events(project, args.limit)
@@ -210,7 +234,7 @@ def training_status(project: Project) -> dict | None:
 
 
 COMMANDS = {"init": cmd_init, "status": cmd_status, "next": cmd_next, "run": cmd_run,
-            "log": cmd_log, "demo": cmd_demo}
+            "log": cmd_log, "demo": cmd_demo, "check": cmd_check}
 
 
 # --- human output -----------------------------------------------------------------------------
@@ -257,6 +281,13 @@ def human_log(result: dict) -> None:
               f"{e.get('outcome')}{extra}")
 
 
+def human_check(result: dict) -> None:
+    for item in result["items"]:
+        print(f"  [{item['status']}] {item['name']:<12} {item['detail']}"
+              + (f"\n         hint: {item['hint']}" if item["status"] != "pass" and item["hint"]
+                 else ""))
+
+
 def human_simple(result: dict) -> None:
     for key, value in result.items():
         print(f"{key}: {value}")
@@ -269,7 +300,7 @@ def _fmt(value) -> str:
 
 
 HUMAN = {"status": human_status, "run": human_run, "log": human_log, "init": human_simple,
-         "demo": human_simple, "next": lambda r: None}
+         "demo": human_simple, "next": lambda r: None, "check": human_check}
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -304,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="run even if up to date")
     p.add_argument("--refreeze", action="store_true",
                    help="baseline: draw the eval split again (invalidates every verdict)")
+    sub.add_parser("check", parents=[common], help="the pre-training checklist (finetune runs "
+                                                   "it too)")
     p = sub.add_parser("log", parents=[common], help="the project's event log")
     p.add_argument("--limit", type=int, default=None)
     p = sub.add_parser("demo", parents=[common], help="create the demo project (tiny model)")

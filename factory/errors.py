@@ -76,6 +76,8 @@ CATALOGUE: dict[str, Code] = {
                             "Read the log named in the error, fix the cause, and re-run the gate."),
     "E_NAN_LOSS": Code(EXIT_CRASHED, "Training loss became NaN or diverged.",
                        "Lower training.learning_rate (e.g. 1e-4 or 5e-5) in training-config.json."),
+    "E_PRECHECK": Code(EXIT_BLOCKED, "A pre-training check failed; nothing was trained.",
+                       "Run `factory check` and follow the hint of each failed item."),
     "E_REWARD": Code(EXIT_BAD_INPUT, "A reward function failed or did not return one finite "
                                      "score per completion.",
                      "Fix the reward named in the message (its entry under `rewards` in "

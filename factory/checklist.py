@@ -1,0 +1,186 @@
+"""The pre-training checklist: what must hold before a finetune is worth starting.
+
+`factory check` prints it, and the finetune gate runs it first: a `fail` stops the gate before any
+weights load, a `warn` is said and training goes on. Every item carries a hint for the next step.
+Nothing here imports torch: hardware is read from nvidia-smi and /proc, so the check answers fast.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+
+from factory.config import ProjectConfig
+from factory.project import Project, local_model_dir
+from factory.state import ProjectState
+
+RECOMMENDED_SAMPLES = 100
+# The columns a split row must carry for each method (see factory/methods.py).
+COLUMNS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected"),
+           "kto": ("prompt", "completion", "label"), "grpo": ("prompt",)}
+TRAINING_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets")
+GENERATION_MARKER = re.compile(r"{%-?\s*generation\s*-?%}")
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+    status: str   # pass | warn | fail
+    detail: str
+    hint: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run(project: Project, config: ProjectConfig) -> list[Item]:
+    return [baseline(project), *splits(project, config, config.training.method), packages(),
+            model(project, config), hardware()]
+
+
+def failed(items: list[Item]) -> list[Item]:
+    return [i for i in items if i.status == "fail"]
+
+
+def baseline(project: Project) -> Item:
+    st = ProjectState.load(project)
+    done = st.gate("baseline").get("status") == "passed"
+    exists = (project.metrics_dir / "baseline.json").exists()
+    if done and exists:
+        return Item("baseline", "pass", "metrics/baseline.json holds the base model's scores")
+    return Item("baseline", "fail", "the base model has not been scored",
+                "Run `factory run baseline` first: it fixes what the candidate must beat.")
+
+
+def splits(project: Project, config: ProjectConfig, method: str) -> list[Item]:
+    train = project.split_file("train")
+    if not train.exists():
+        return [Item("train_split", "fail", "data/splits/train.jsonl does not exist",
+                     "Run `factory run format`.")]
+    count, bad = _count_rows(train, COLUMNS[method])
+    items = []
+    if bad:
+        items.append(Item("train_split", "fail", f"line {bad[0]} of data/splits/train.jsonl lacks "
+                                                 f"the columns {method} reads "
+                                                 f"({', '.join(COLUMNS[method])})",
+                          f"The split was written for another method; run `factory run format` "
+                          f"again for training.method {method!r}."))
+    else:
+        items.append(Item("train_split", "pass", f"{count} {method} rows"))
+    if count < config.data.min_train_records:
+        items.append(Item("samples", "fail", f"{count} training rows, fewer than "
+                                             f"data.min_train_records={config.data.min_train_records}",
+                          "Add data to data/raw/."))
+    elif count < RECOMMENDED_SAMPLES:
+        items.append(Item("samples", "warn", f"only {count} training rows; {RECOMMENDED_SAMPLES}+ "
+                                             "are recommended, 1000+ better",
+                          "Add data to data/raw/ for a model that generalises."))
+    else:
+        items.append(Item("samples", "pass", f"{count} training rows"))
+    val = project.split_file("val")
+    val_rows = _count_rows(val, ())[0] if val.exists() else 0
+    items.append(Item("val_split", "pass", f"{val_rows} validation rows") if val_rows else
+                 Item("val_split", "warn", "no validation rows: overfitting will go unseen",
+                      "Raise data.split.val in training-config.json and run the format gate."))
+    return items
+
+
+def _count_rows(path, columns: tuple[str, ...]) -> tuple[int, list[int]]:
+    count, bad = 0, []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            count += 1
+            if columns:
+                row = json.loads(line)
+                if any(row.get(c) is None for c in columns):
+                    bad.append(number)
+    return count, bad
+
+
+def packages() -> Item:
+    missing = [p for p in TRAINING_PACKAGES if importlib.util.find_spec(p) is None]
+    if missing:
+        return Item("packages", "fail", f"not installed: {', '.join(missing)}",
+                    "pip install 'model-factory[train]' (and torch for your hardware first).")
+    return Item("packages", "pass", "torch, transformers, trl, peft and datasets are installed")
+
+
+def model(project: Project, config: ProjectConfig) -> Item:
+    local = local_model_dir(project, config.model.name)
+    if local is None:
+        return Item("model", "pass", f"hub model {config.model.name} (downloaded on first use)")
+    if not (local / "config.json").exists():
+        return Item("model", "fail", f"{project.rel(local)} has no config.json",
+                    "Point model.name at a saved model folder or a hub id.")
+    template = _chat_template(local)
+    if template is None:
+        return Item("model", "fail", f"{project.rel(local)} has no chat template",
+                    "Use an instruct model, or add a chat_template to its tokenizer_config.json.")
+    needs_markers = config.training.method == "sft" and config.training.assistant_only_loss
+    if needs_markers and not GENERATION_MARKER.search(template):
+        return Item("model", "fail", "the chat template has no {% generation %} markers, which "
+                                     "training.assistant_only_loss needs",
+                    "Add the markers to the template, or set training.assistant_only_loss false.")
+    return Item("model", "pass", f"{project.rel(local)} with a chat template")
+
+
+def _chat_template(folder) -> str | None:
+    jinja = folder / "chat_template.jinja"
+    if jinja.exists():
+        return jinja.read_text(encoding="utf-8")
+    try:
+        settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    template = settings.get("chat_template")
+    if isinstance(template, list):  # named templates: [{"name", "template"}, ...]
+        template = " ".join(t.get("template", "") for t in template)
+    return template or None
+
+
+def hardware() -> Item:
+    ram = _ram_gib()
+    gpus = _gpus()
+    shown = f"{ram:.0f} GiB RAM, {os.cpu_count()} CPU cores" if ram else "RAM unknown"
+    if not gpus:
+        return Item("hardware", "warn", f"no CUDA GPU; {shown}",
+                    "Fine for tiny models; a real model wants a CUDA GPU.")
+    listed = ", ".join(f"{name} ({vram:.0f} GiB)" for name, vram in gpus)
+    return Item("hardware", "pass", f"{listed}; {shown}")
+
+
+def _ram_gib() -> float | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 1024 ** 2
+    except OSError:
+        pass
+    return None
+
+
+def _gpus() -> list[tuple[str, float]]:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        query = [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
+        out = subprocess.run(query, capture_output=True, text=True, timeout=10,
+                             check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        name, _, mib = line.rpartition(",")
+        try:
+            gpus.append((name.strip(), float(mib) / 1024))
+        except ValueError:
+            continue
+    return gpus
