@@ -49,7 +49,8 @@ def extract(text: str) -> Extracted:
             found = funcgemma.calls(text)
         except funcgemma.FunctionCallError as err:
             return Extracted([], "functiongemma", str(err))
-        return Extracted([ToolCall(c.name, funcgemma.json_value(c.arguments)) for c in found], "functiongemma")
+        return Extracted([ToolCall(c.name, funcgemma.json_value(c.arguments)) for c in found],
+                         "functiongemma")
     blocks = _HERMES.findall(text)
     if blocks:
         return _from_json_texts(blocks)
@@ -127,12 +128,15 @@ def judge(answer: str, reference: list[ToolCall], tools: list[dict] | None) -> d
         "tool_parse": float(bool(calls)),
         "tool_name": float(bool(calls) and
                            Counter(c.name for c in calls) == Counter(c.name for c in reference)),
-        "tool_args_exact": float(bool(calls) and
-                                 Counter(c.key() for c in calls) == Counter(c.key() for c in
-                                                                            reference)),
+        "tool_args_exact": float(bool(calls) and same_calls(calls, reference)),
         "tool_args_valid": float(bool(calls) and all(
             not argument_errors(c, schemas) for c in calls)),
     }
+
+
+def same_calls(got: list[ToolCall], expected: list[ToolCall]) -> bool:
+    """The same calls with the same argument values, in any order."""
+    return Counter(c.key() for c in got) == Counter(c.key() for c in expected)
 
 
 def declared(tools: list[dict] | None) -> dict[str, dict] | None:

@@ -40,8 +40,7 @@ def reference_match(spec: dict) -> Reward:
         expected = toolcalls.extract(reference)
         if expected.calls and expected.error is None:
             got = toolcalls.extract(answer)
-            return float(got.error is None and sorted(c.key() for c in got.calls)
-                         == sorted(c.key() for c in expected.calls))
+            return float(got.error is None and toolcalls.same_calls(got.calls, expected.calls))
         return float(bool(reference) and normalized(answer) == normalized(reference))
     return reward
 
