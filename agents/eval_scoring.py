@@ -10,13 +10,15 @@ from importlib.resources import files
 
 from agents import base_model, runner
 from agents.gate import GateContext
-from factory.hashing import hash_bytes, hash_json
+from factory.hashing import hash_bytes, hash_json, hash_path
 
 TEMPLATE = "score"
 EVAL_FILE = "data/splits/eval.jsonl"
 # The code behind a score besides the script itself: a fix in any of it re-scores the baseline.
 SCORING_CODE = ("runtime/scoring.py", "metrics.py", "toolcalls.py", "funcgemma.py", "methods.py",
-                "rewards/__init__.py", "rewards/sandbox.py", "rewards/_guard.py")
+                "rewards/__init__.py", "rewards/sandbox.py", "rewards/_guard.py", "rewards/base.py",
+                "rewards/context.py", "rewards/testrun.py", "rewards/efficiency.py",
+                "rewards/learned.py", "rewards/user.py", "rewards/signals.py")
 
 
 def settings(ctx: GateContext) -> dict:
@@ -33,7 +35,18 @@ def fingerprint(ctx: GateContext) -> str:
     code = {name: hash_bytes(files("factory").joinpath(name).read_bytes())
             for name in SCORING_CODE}
     return hash_json({**view, "model_identity": base_model.identity(ctx),
-                      "script": runner.script_hash(TEMPLATE), "code": code})
+                      "script": runner.script_hash(TEMPLATE), "code": code,
+                      "reward_files": reward_files(ctx)})
+
+
+def reward_files(ctx: GateContext) -> dict[str, str | None]:
+    """Content hash of every project file a reward reads (a python reward's code, a learned
+    reward's labels): editing one changes the scores as surely as editing the config does.
+    A missing file hashes to None; building the reward then says what is missing."""
+    from factory.rewards import files_of  # stdlib only, but only scoring gates need it
+
+    specs = [r.model_dump() for r in ctx.config.rewards]
+    return {name: hash_path(ctx.project.inside(name), ctx.cache) for name in files_of(specs)}
 
 
 def write(ctx: GateContext, gate: str, runs: list[dict]) -> None:

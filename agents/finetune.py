@@ -1,10 +1,11 @@
-"""Finetune gate: train a LoRA adapter on the train split with SFT, DPO, KTO or GRPO (TRL)."""
+"""Finetune gate: train a LoRA adapter with SFT, DPO, KTO or GRPO (TRL), or a chain of them."""
 from __future__ import annotations
 
 import json
 
-from agents import base_model, runner
+from agents import base_model, runner, training_progress, training_report
 from agents.gate import GateContext, GateOutcome
+from factory import splits
 from factory.errors import FactoryError
 from factory.hashing import hash_json, hash_path
 
@@ -13,17 +14,28 @@ name = "finetune"
 
 def inputs(ctx: GateContext) -> dict[str, str | None]:
     project, cfg = ctx.project, ctx.config
+    uses_rewards = "grpo" in cfg.training.methods
     return {
         "model": base_model.identity(ctx),
-        "train_split": hash_path(project.split_file("train"), ctx.cache),
-        "val_split": hash_path(project.split_file("val"), ctx.cache),
+        **{f"{split}_split": hash_path(project.split_file(split), ctx.cache)
+           for names in splits.split_names(cfg.training.methods).values()
+           for split in names.values()},
         "training_config": hash_json({"model": cfg.model.model_dump(),
                                       "lora": cfg.lora.model_dump(),
                                       "training": cfg.training.model_dump(),
                                       "rewards": [r.model_dump() for r in cfg.rewards]
-                                      if cfg.training.method == "grpo" else None}),
+                                      if uses_rewards else None}),
+        "reward_files": hash_json(reward_files(ctx)) if uses_rewards else None,
         "script": runner.script_hash(name),
     }
+
+
+def reward_files(ctx: GateContext) -> dict[str, str | None]:
+    """Content hashes of the files the rewards read (user reward code, labelled examples)."""
+    from factory.rewards import files_of
+
+    paths = files_of([r.model_dump() for r in ctx.config.rewards])
+    return {p: hash_path(ctx.project.inside(p), ctx.cache) for p in paths}
 
 
 def run(ctx: GateContext) -> GateOutcome:
@@ -36,20 +48,32 @@ def run(ctx: GateContext) -> GateOutcome:
         "model": base_model.script_view(ctx),
         "lora": cfg.lora.model_dump(),
         "training": cfg.training.model_dump(),
-        "method_args": method_args(ctx),
+        "stages": stages(ctx, f"models/runs/{run_key}"),
         "rewards": [r.model_dump() for r in cfg.rewards],
-        "train_file": "data/splits/train.jsonl",
-        "val_file": "data/splits/val.jsonl",
-        "run_dir": f"models/runs/{run_key}",
         "adapter_dir": project.rel(project.adapter_dir),
         "stats_file": "metrics/training-stats.json",
     })
-    runner.execute(ctx, name)
+    with training_progress.shown(ctx, project.training_status_file):
+        runner.execute(ctx, name)
 
     stats = json.loads((project.metrics_dir / "training-stats.json").read_text())
+    plot = training_report.write(project, stats)
     return GateOutcome(
-        summary={k: stats.get(k) for k in ("total_steps", "first_loss", "final_loss",
-                                           "eval_loss", "seconds", "resumed_from")})
+        summary={**{k: stats.get(k) for k in ("method", "backend", "total_steps", "first_loss",
+                                              "final_loss", "eval_loss", "seconds",
+                                              "resumed_from")},
+                 "plot": project.rel(plot) if plot else None})
+
+
+def stages(ctx: GateContext, run_root: str) -> list[dict]:
+    """Each stage of the plan with its settings, split files and checkpoint folder."""
+    names = splits.split_names(ctx.config.training.methods)
+    return [{**stage,
+             "method_args": method_args(ctx, stage["method"]),
+             "train_file": f"data/splits/{names[stage['method']]['train']}.jsonl",
+             "val_file": f"data/splits/{names[stage['method']]['val']}.jsonl",
+             "run_dir": f"{run_root}/stage-{number}-{stage['method']}"}
+            for number, stage in enumerate(ctx.config.training.plan(), 1)]
 
 
 def outputs(ctx: GateContext) -> dict[str, str | None]:
@@ -70,14 +94,15 @@ def precheck(ctx: GateContext) -> None:
                            hint=failed[0].hint, details={"items": [i.to_dict() for i in items]})
 
 
-def method_args(ctx: GateContext) -> dict:
+def method_args(ctx: GateContext, method: str) -> dict:
     """The method's own settings, named as its TRL config class names them."""
     t, max_length = ctx.config.training, ctx.config.model.max_length
-    if t.method == "sft":
-        return {"max_length": max_length, "assistant_only_loss": t.assistant_only_loss}
-    if t.method == "dpo":
+    if method == "sft":
+        return {"max_length": max_length, "assistant_only_loss": t.assistant_only_loss,
+                "packing": t.packing}
+    if method == "dpo":
         return {"max_length": max_length, "beta": t.dpo.beta}
-    if t.method == "kto":
+    if method == "kto":
         return {"max_length": max_length, "beta": t.kto.beta,
                 "desirable_weight": t.kto.desirable_weight,
                 "undesirable_weight": t.kto.undesirable_weight}

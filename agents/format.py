@@ -1,4 +1,4 @@
-"""Format gate: validate raw data and write the method's train and val splits around the frozen eval split."""
+"""Format gate: validate raw data; write each method's train/val splits around the frozen eval."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,8 @@ def inputs(ctx: GateContext) -> dict[str, str | None]:
     cfg = ctx.config
     return {
         "raw_data": hash_path(ctx.project.inside(cfg.data.raw_dir), ctx.cache),
-        "data_config": hash_json({"data": cfg.data.model_dump(), "method": cfg.training.method,
+        "data_config": hash_json({"data": cfg.data.model_dump(),
+                                  "methods": cfg.training.methods,
                                   "max_length": cfg.model.max_length}),
         # Token lengths are measured with the model's tokenizer and chat template.
         "model": base_model.identity(ctx),
@@ -34,7 +35,7 @@ def run(ctx: GateContext) -> GateOutcome:
         **data,
         "raw_dir": project.rel(project.inside(cfg.data.raw_dir)),
         "split": cfg.data.split.model_dump(),
-        "method": cfg.training.method,
+        "methods": cfg.training.methods,
         "model": base_model.script_view(ctx),
         "frozen_eval_ids": frozen["ids"],
         "frozen_eval_keys": frozen.get("keys", []),
@@ -48,14 +49,20 @@ def run(ctx: GateContext) -> GateOutcome:
 
     report = json.loads((project.metrics_dir / "data-report.json").read_text())
     return GateOutcome(summary={
-        "method": report["method"], "valid": report["valid"], "bad": report["bad"],
+        "methods": report["methods"], "valid": report["valid"], "bad": report["bad"],
         "duplicates": report["duplicates"], "below_min_reward": report["below_min_reward"],
         "too_long": report["too_long"], **report["splits"],
         "tokens_p95": report["tokens"].get("p95")})
 
 
 def outputs(ctx: GateContext) -> dict[str, str | None]:
-    return {s: hash_path(ctx.project.split_file(s), ctx.cache) for s in ("train", "val")}
+    return {s: hash_path(ctx.project.split_file(s), ctx.cache) for s in split_files(ctx)}
+
+
+def split_files(ctx: GateContext) -> list[str]:
+    """Every train and val split the training plan reads."""
+    return [name for names in splits.split_names(ctx.config.training.methods).values()
+            for name in names.values()]
 
 
 def check_no_leakage(ctx: GateContext, eval_ids: set[str], eval_keys: set[str]) -> None:
@@ -66,7 +73,7 @@ def check_no_leakage(ctx: GateContext, eval_ids: set[str], eval_keys: set[str]) 
     """
     from factory.normalise import conversation_key
 
-    for split in ("train", "val"):
+    for split in split_files(ctx):
         path = ctx.project.split_file(split)
         if not path.exists():
             continue

@@ -2,20 +2,20 @@
 
 `factory check` prints it, and the finetune gate runs it first: a `fail` stops the gate before any
 weights load, a `warn` is said and training goes on. Every item carries a hint for the next step.
-Nothing here imports torch: hardware is read from nvidia-smi and /proc, so the check answers fast.
+Nothing here imports torch: hardware is read from nvidia-smi and /proc (factory.hardware), so the
+check answers fast.
 """
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
-import shutil
-import subprocess
 from dataclasses import asdict, dataclass
 
 from factory.config import ProjectConfig
+from factory.hardware import detect as detect_hardware
 from factory.project import Project, local_model_dir
+from factory.splits import split_names
 from factory.state import ProjectState
 
 RECOMMENDED_SAMPLES = 100
@@ -38,8 +38,8 @@ class Item:
 
 
 def run(project: Project, config: ProjectConfig) -> list[Item]:
-    return [baseline(project), *splits(project, config, config.training.method), packages(),
-            model(project, config), hardware()]
+    return [baseline(project), *stage_splits(project, config), *rewards(project, config),
+            packages(), model(project, config), hardware()]
 
 
 def failed(items: list[Item]) -> list[Item]:
@@ -56,32 +56,45 @@ def baseline(project: Project) -> Item:
                 "Run `factory run baseline` first: it fixes what the candidate must beat.")
 
 
-def splits(project: Project, config: ProjectConfig, method: str) -> list[Item]:
-    train = project.split_file("train")
+def stage_splits(project: Project, config: ProjectConfig) -> list[Item]:
+    """The split checks for each method of the plan; a chain's later stages are named by method."""
+    plan = split_names(config.training.methods)
+    items = []
+    for position, (method, names) in enumerate(plan.items()):
+        label = "" if position == 0 else f"[{method}]"
+        items += [Item(i.name + label, i.status, i.detail, i.hint)
+                  for i in splits(project, config, method, names)]
+    return items
+
+
+def splits(project: Project, config: ProjectConfig, method: str,
+           names: dict[str, str]) -> list[Item]:
+    train = project.split_file(names["train"])
+    shown = f"data/splits/{train.name}"
     if not train.exists():
-        return [Item("train_split", "fail", "data/splits/train.jsonl does not exist",
+        return [Item("train_split", "fail", f"{shown} does not exist",
                      "Run `factory run format`.")]
     count, bad = _count_rows(train, COLUMNS[method])
     items = []
     if bad:
-        items.append(Item("train_split", "fail", f"line {bad[0]} of data/splits/train.jsonl lacks "
-                                                 f"the columns {method} reads "
-                                                 f"({', '.join(COLUMNS[method])})",
+        items.append(Item("train_split", "fail", f"line {bad[0]} of {shown} lacks the columns "
+                                                 f"{method} reads ({', '.join(COLUMNS[method])})",
                           f"The split was written for another method; run `factory run format` "
-                          f"again for training.method {method!r}."))
+                          f"again for {method}."))
     else:
         items.append(Item("train_split", "pass", f"{count} {method} rows"))
     if count < config.data.min_train_records:
-        items.append(Item("samples", "fail", f"{count} training rows, fewer than "
+        items.append(Item("samples", "fail", f"{count} {method} training rows, fewer than "
                                              f"data.min_train_records={config.data.min_train_records}",
                           "Add data to data/raw/."))
     elif count < RECOMMENDED_SAMPLES:
-        items.append(Item("samples", "warn", f"only {count} training rows; {RECOMMENDED_SAMPLES}+ "
-                                             "are recommended, 1000+ better",
+        items.append(Item("samples", "warn", f"only {count} {method} training rows; "
+                                             f"{RECOMMENDED_SAMPLES}+ are recommended, "
+                                             "1000+ better",
                           "Add data to data/raw/ for a model that generalises."))
     else:
-        items.append(Item("samples", "pass", f"{count} training rows"))
-    val = project.split_file("val")
+        items.append(Item("samples", "pass", f"{count} {method} training rows"))
+    val = project.split_file(names["val"])
     val_rows = _count_rows(val, ())[0] if val.exists() else 0
     items.append(Item("val_split", "pass", f"{val_rows} validation rows") if val_rows else
                  Item("val_split", "warn", "no validation rows: overfitting will go unseen",
@@ -103,6 +116,22 @@ def _count_rows(path, columns: tuple[str, ...]) -> tuple[int, list[int]]:
     return count, bad
 
 
+def rewards(project: Project, config: ProjectConfig) -> list[Item]:
+    """Every reward builds: its user file imports, its labelled examples can be learned from."""
+    if not config.rewards:
+        return []
+    from factory.rewards import RewardError, build
+
+    try:
+        build([r.model_dump() for r in config.rewards], root=project.root)
+    except RewardError as exc:
+        return [Item("rewards", "fail", str(exc),
+                     "Fix that entry under `rewards` in training-config.json, or the file it "
+                     "names.")]
+    return [Item("rewards", "pass", f"{len(config.rewards)} reward(s) build: "
+                                    f"{', '.join(r.name for r in config.rewards)}")]
+
+
 def packages() -> Item:
     missing = [p for p in TRAINING_PACKAGES if importlib.util.find_spec(p) is None]
     if missing:
@@ -122,7 +151,7 @@ def model(project: Project, config: ProjectConfig) -> Item:
     if template is None:
         return Item("model", "fail", f"{project.rel(local)} has no chat template",
                     "Use an instruct model, or add a chat_template to its tokenizer_config.json.")
-    needs_markers = config.training.method == "sft" and config.training.assistant_only_loss
+    needs_markers = "sft" in config.training.methods and config.training.assistant_only_loss
     if needs_markers and not GENERATION_MARKER.search(template):
         return Item("model", "fail", "the chat template has no {% generation %} markers, which "
                                      "training.assistant_only_loss needs",
@@ -145,42 +174,12 @@ def _chat_template(folder) -> str | None:
 
 
 def hardware() -> Item:
-    ram = _ram_gib()
-    gpus = _gpus()
-    shown = f"{ram:.0f} GiB RAM, {os.cpu_count()} CPU cores" if ram else "RAM unknown"
-    if not gpus:
+    machine = detect_hardware()
+    shown = (f"{machine.ram_gib:.0f} GiB RAM, {machine.cpu_count} CPU cores" if machine.ram_gib
+             else "RAM unknown")
+    if not machine.gpus:
         return Item("hardware", "warn", f"no CUDA GPU; {shown}",
-                    "Fine for tiny models; a real model wants a CUDA GPU.")
-    listed = ", ".join(f"{name} ({vram:.0f} GiB)" for name, vram in gpus)
+                    "Fine for tiny models; a real model wants a CUDA GPU. `factory profile` "
+                    "recommends settings for this machine.")
+    listed = ", ".join(f"{name} ({vram:.0f} GiB)" for name, vram in machine.gpus)
     return Item("hardware", "pass", f"{listed}; {shown}")
-
-
-def _ram_gib() -> float | None:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) / 1024 ** 2
-    except OSError:
-        pass
-    return None
-
-
-def _gpus() -> list[tuple[str, float]]:
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return []
-    try:
-        query = [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
-        out = subprocess.run(query, capture_output=True, text=True, timeout=10,
-                             check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    gpus = []
-    for line in out.strip().splitlines():
-        name, _, mib = line.rpartition(",")
-        try:
-            gpus.append((name.strip(), float(mib) / 1024))
-        except ValueError:
-            continue
-    return gpus

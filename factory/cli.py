@@ -7,6 +7,7 @@ human summary; progress goes to stderr so stdout stays parseable. Commands that 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -137,7 +138,9 @@ def cmd_run(args) -> tuple[dict, dict]:
                            hint="`factory run --all` or `factory run <gate>`")
     if args.gate and args.gate not in GATES:
         raise FactoryError("E_UNKNOWN_GATE", f"no gate named {args.gate!r}")
-    ctx = pipeline.open_context(args.project, say_to_stderr(args), refreeze=args.refreeze)
+    progress = sys.stderr.isatty() and not args.quiet and not args.json
+    ctx = pipeline.open_context(args.project, say_to_stderr(args), refreeze=args.refreeze,
+                                progress=progress)
     results = pipeline.run(ctx, None if args.all else [args.gate], force=args.force)
     st = ProjectState.load(ctx.project)
     step = pipeline.next_action(pipeline.inspect(ctx, st), st.state)
@@ -166,6 +169,45 @@ def cmd_check(args) -> tuple[dict, dict]:
     return ({"items": shown, "warnings": warnings},
             {"command": "factory run finetune", "reason": "every pre-training check passed"
              + (f" ({warnings} warning(s))" if warnings else "")})
+
+
+def cmd_profile(args) -> tuple[dict, dict]:
+    from factory import hardware
+
+    project = Project.open(args.project)
+    machine = hardware.detect()
+    profile = hardware.named(args.profile) if args.profile else hardware.choose(machine)
+    # --apply never rewrites the config under a running gate; showing needs no lock.
+    with _project_lock(project) if args.apply else contextlib.nullcontext():
+        config, settings = hardware.plan(project, profile, machine)
+        note = hardware.apply(project, profile, machine, settings) if args.apply else None
+    changed = [s.field for s in settings if s.changes]
+    result = {"project": str(project.root), "hardware": machine.to_dict(),
+              "profile": {"name": profile.name, "source": "option" if args.profile else "detected",
+                          "tier": hardware.tier(profile), "model_size": profile.model_size,
+                          "example_models": list(profile.example_models)},
+              "recommended_model": profile.recommended_model, "model_name": config.model.name,
+              "settings": [s.to_dict() for s in settings], "changed": changed,
+              "applied": note is not None, "note": note.model_dump() if note else None}
+    return result, _profile_next(args, profile.name, changed, note is not None)
+
+
+def _project_lock(project: Project):
+    from factory.lock import ProjectLock
+
+    return ProjectLock(project)
+
+
+def _profile_next(args, profile: str, changed: list[str], applied: bool) -> dict:
+    if changed and not applied:
+        option = f" --profile {profile}" if args.profile else ""
+        return {"command": f"factory profile --apply{option}",
+                "reason": f"write {len(changed)} recommended setting(s) into "
+                          f"training-config.json"}
+    done = "now follows" if applied else "already follows"
+    return {"command": "factory next",
+            "reason": f"training-config.json {done} the {profile} profile; model.name is yours "
+                      f"to pick"}
 
 
 def cmd_log(args) -> tuple[dict, dict]:
@@ -230,11 +272,13 @@ def training_status(project: Project) -> dict | None:
         if not ProjectLock(project).is_held():
             status["running"] = False
             status["interrupted"] = True  # its process is gone without finishing
+    plot = project.root / "reports" / "training.png"
+    status["plot"] = "reports/training.png" if plot.exists() else None
     return status
 
 
 COMMANDS = {"init": cmd_init, "status": cmd_status, "next": cmd_next, "run": cmd_run,
-            "log": cmd_log, "demo": cmd_demo, "check": cmd_check}
+            "log": cmd_log, "demo": cmd_demo, "check": cmd_check, "profile": cmd_profile}
 
 
 # --- human output -----------------------------------------------------------------------------
@@ -288,6 +332,22 @@ def human_check(result: dict) -> None:
                  else ""))
 
 
+def human_profile(result: dict) -> None:
+    profile = result["profile"]
+    source = "--profile" if profile["source"] == "option" else "detected"
+    print(f"hardware {result['hardware']['summary']}")
+    print(f"profile  {profile['name']} ({profile['tier']}; {source})")
+    print(f"model    {result['recommended_model']}; model.name stays {result['model_name']}")
+    print(f"  {'field':<40} {'current':<10} recommended")
+    for s in result["settings"]:
+        mark = "  *" if s["changes"] else ""
+        current, recommended = (json.dumps(v) if isinstance(v, bool) else _fmt(v)
+                                for v in (s["current"], s["recommended"]))
+        print(f"  {s['field']:<40} {current:<10} {recommended}{mark}")
+    if result["applied"]:
+        print(f"applied: {len(result['changed'])} field(s) changed in training-config.json")
+
+
 def human_simple(result: dict) -> None:
     for key, value in result.items():
         print(f"{key}: {value}")
@@ -300,7 +360,8 @@ def _fmt(value) -> str:
 
 
 HUMAN = {"status": human_status, "run": human_run, "log": human_log, "init": human_simple,
-         "demo": human_simple, "next": lambda r: None, "check": human_check}
+         "demo": human_simple, "next": lambda r: None, "check": human_check,
+         "profile": human_profile}
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -337,6 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="baseline: draw the eval split again (invalidates every verdict)")
     sub.add_parser("check", parents=[common], help="the pre-training checklist (finetune runs "
                                                    "it too)")
+    p = sub.add_parser("profile", parents=[common],
+                       help="hardware profile: recommended model size and training settings")
+    p.add_argument("--apply", action="store_true",
+                   help="write the recommended settings into training-config.json")
+    p.add_argument("--profile", metavar="NAME",
+                   help="use this profile instead of the detected one (see docs/training.md)")
     p = sub.add_parser("log", parents=[common], help="the project's event log")
     p.add_argument("--limit", type=int, default=None)
     p = sub.add_parser("demo", parents=[common], help="create the demo project (tiny model)")

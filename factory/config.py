@@ -95,6 +95,10 @@ class LoraConfig(_Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or all-linear.")
+    load_in_4bit: bool = Field(False, description="QLoRA: load the base model in 4-bit NF4 "
+                                                  "(bitsandbytes) and train the adapter on top. "
+                                                  "Needs a CUDA GPU; on CPU the run says so and "
+                                                  "trains unquantized.")
 
 
 class DpoConfig(_Section):
@@ -123,9 +127,28 @@ class GrpoConfig(_Section):
                           "combined with their weights.")
 
 
+Method = Literal["sft", "dpo", "kto", "grpo"]
+
+
+class StageConfig(_Section):
+    method: Method = Field(description="This stage's training method.")
+    epochs: float | None = Field(None, gt=0, description="Overrides training.epochs.")
+    max_steps: int | None = Field(None, ge=1, description="Overrides training.max_steps.")
+    learning_rate: float | None = Field(None, gt=0, lt=1, description="Overrides "
+                                                                      "training.learning_rate.")
+
+
 class TrainingConfig(_Section):
-    method: Literal["sft", "dpo", "kto", "grpo"] = Field(
+    method: Method = Field(
         "sft", description="Training method; the format gate writes the splits it needs.")
+    stages: list[StageConfig] | None = Field(
+        None, min_length=1,
+        description="A chain of methods in one run, each stage training on from the adapter the "
+                    "previous one left (e.g. sft, then dpo, then grpo). Set this or `method`, "
+                    "not both. Unset: one stage of `method`.")
+    backend: Literal["auto", "unsloth", "transformers"] = Field(
+        "auto", description="auto: Unsloth when a CUDA GPU is present and the package imports, "
+                            "else transformers + PEFT. unsloth: require it.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training split.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps "
                                                           "(overrides epochs).")
@@ -140,16 +163,41 @@ class TrainingConfig(_Section):
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.")
     assistant_only_loss: bool = Field(True, description="Train only on assistant turns (needs a "
                                                         "chat template with generation markers).")
+    packing: bool = Field(False, description="SFT: pack several conversations into each "
+                                             "max_length sequence (faster on many short rows).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the "
+                                                            "backward pass: less memory, ~30% "
+                                                            "slower.")
     seed: int = 42
     dpo: DpoConfig = Field(default_factory=DpoConfig)
     kto: KtoConfig = Field(default_factory=KtoConfig)
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
 
+    @property
+    def methods(self) -> list[str]:
+        """The methods run, in order: the stages', or the one `method`."""
+        return [s.method for s in self.stages] if self.stages else [self.method]
+
+    def plan(self) -> list[dict]:
+        """Every stage's method and its full step settings (the stage's overrides applied)."""
+        stages = self.stages or [StageConfig(method=self.method)]
+        return [{"method": s.method,
+                 "epochs": s.epochs if s.epochs is not None else self.epochs,
+                 "max_steps": s.max_steps if s.max_steps is not None else self.max_steps,
+                 "learning_rate": s.learning_rate if s.learning_rate is not None
+                 else self.learning_rate} for s in stages]
+
+    @model_validator(mode="after")
+    def _method_or_stages(self) -> "TrainingConfig":
+        if self.stages and "method" in self.model_fields_set:
+            raise ValueError("set training.method or training.stages, not both")
+        return self
+
     @model_validator(mode="after")
     def _grpo_groups_fit_the_batch(self) -> "TrainingConfig":
         # TRL samples num_generations completions per prompt inside one generation batch of
         # batch_size * gradient_accumulation_steps completions; it must hold whole groups.
-        if self.method != "grpo":
+        if "grpo" not in self.methods:
             return self
         batch = self.batch_size * self.gradient_accumulation_steps
         if batch % self.grpo.num_generations:
@@ -165,13 +213,17 @@ class RewardConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$",
                       description="Name of the reward; as an eval metric it is reward:<name>.")
     type: Literal["reference_match", "format_regex", "json_valid", "syntax_valid",
-                  "code_executes", "tool_call_valid"] = Field(
+                  "code_executes", "tool_call_valid", "efficiency", "learned", "python"] = Field(
         description="reference_match: the answer equals the example's reference answer (task "
                     "completion; tool calls compared as calls, text after normalisation). "
                     "format_regex: the answer matches `pattern`. json_valid: the answer is JSON. "
                     "syntax_valid: its Python code parses. code_executes: its Python code runs "
-                    "to exit 0 in the sandbox. tool_call_valid: share of its calls whose "
-                    "arguments fit the declared tools.")
+                    "to exit 0 in the sandbox (followed by the example's `tests` when it has "
+                    "any). tool_call_valid: share of its calls whose arguments fit the declared "
+                    "tools. efficiency: short answers and few tool calls (length against the "
+                    "reference, or `budget_tokens` without one). learned: P(desirable) from a "
+                    "logistic regression trained on the labelled `examples`. python: "
+                    "`function(answer, context)` from the project's `file`.")
     weight: float = Field(1.0, ge=0.0, description="Weight in a combined reward.")
     pattern: str | None = Field(None, description="format_regex: the regular expression.")
     fullmatch: bool = Field(False, description="format_regex: the whole answer must match, not "
@@ -179,6 +231,19 @@ class RewardConfig(_Section):
     timeout_s: float = Field(5.0, gt=0, le=300, description="code_executes: wall-clock limit.")
     memory_mb: int = Field(256, ge=32, le=65536, description="code_executes: address-space "
                                                              "limit.")
+    budget_tokens: int | None = Field(None, ge=1, description="efficiency: the length (in "
+                                                              "whitespace-separated tokens) "
+                                                              "that scores 1 when an example "
+                                                              "has no reference answer.")
+    examples: str | None = Field(None, description="learned: JSONL file inside the project (e.g. "
+                                                   "rewards/labels.jsonl) of {\"text\", "
+                                                   "\"label\"} or KTO-shaped {\"prompt\", "
+                                                   "\"completion\", \"label\"} rows.")
+    file: str | None = Field(None, description="python: the .py file inside the project (e.g. "
+                                               "rewards/brevity.py) that defines the function.")
+    function: str = Field("reward", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                          description="python: the function in `file`, called as "
+                                      "function(answer, context) -> number.")
 
     @model_validator(mode="after")
     def _pattern_compiles(self) -> "RewardConfig":
@@ -189,6 +254,24 @@ class RewardConfig(_Section):
                 re.compile(self.pattern)
             except re.error as exc:
                 raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _files_are_in_the_project(self) -> "RewardConfig":
+        if self.type == "python" and not (self.file or "").endswith(".py"):
+            raise ValueError("a python reward needs `file`: a .py file inside the project, "
+                             "e.g. rewards/brevity.py")
+        if self.type == "learned" and not self.examples:
+            raise ValueError("a learned reward needs `examples`: a JSONL file of labelled "
+                             "examples inside the project, e.g. rewards/labels.jsonl")
+        for field in ("file", "examples"):
+            value = getattr(self, field)
+            # Checked here so the config is refused before any gate runs; build() checks again
+            # where the path resolves (a symlink can still point out of the project).
+            if value and (value.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", value)
+                          or ".." in re.split(r"[/\\]", value)):
+                raise ValueError(f"{field} must be a path relative to the project, with no "
+                                 f"'..' part")
         return self
 
 
@@ -234,6 +317,18 @@ class DeployConfig(_Section):
         default_factory=lambda: ["adapter", "merged"], description="What deploy writes.")
 
 
+class HardwareNote(_Section):
+    profile: str = Field(description="The hardware profile the settings came from (see "
+                                     "`factory profile`).")
+    detected: str = Field(description="The machine it was applied on, in one line.")
+    recommended_model: str | None = Field(None, description="The model size the profile "
+                                                            "suits (advice; model.name is "
+                                                            "yours to pick).")
+    applied: list[str] = Field(default_factory=list, description="Dotted fields the profile "
+                                                                 "wrote.")
+    at: str = Field(description="When it was applied (UTC, ISO 8601).")
+
+
 class ProjectConfig(_Section):
     name: str = Field(description="Project name, used for output names.")
     model: ModelConfig
@@ -245,13 +340,16 @@ class ProjectConfig(_Section):
     rewards: list[RewardConfig] = Field(
         default_factory=list, description="Verifiable rewards, usable as eval metrics "
                                           "(reward:<name>) and by reward-based training.")
+    hardware: HardwareNote | None = Field(
+        None, description="Written by `factory profile --apply`: which hardware profile set "
+                          "the training settings, and on what machine. Informational.")
 
     @model_validator(mode="after")
     def _metrics_exist(self) -> "ProjectConfig":
         names = [r.name for r in self.rewards]
         if len(set(names)) != len(names):
             raise ValueError("rewards: two entries share a name")
-        if self.training.method == "grpo":
+        if "grpo" in self.training.methods:
             wanted = self.training.grpo.rewards
             if not self.rewards:
                 raise ValueError("training.method grpo needs at least one entry in rewards")

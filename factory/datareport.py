@@ -60,10 +60,12 @@ def histogram(values: list[float], bins: int = BINS) -> list[dict]:
 
 def build(tally, stats: DataStats, *, method: str, splits: dict, frozen_eval: int,
           not_for_method: dict, too_long: int, max_length: int, rejected_file: str | None,
-          hashes: dict) -> dict:
+          hashes: dict, stages: dict | None = None) -> dict:
     files = [{"file": name, **vars(t)} for name, t in tally.files.items()]
     return {
         "method": method,
+        "methods": list(stages or [method]),
+        "stages": stages or {},
         "files": files,
         "formats": _valid_by_format(files),
         "records": tally.total("records"),
@@ -105,8 +107,9 @@ def summary_line(report: dict) -> str:
         if report.get(key):
             parts.append(f"{report[key]} {label}")
     splits = report.get("splits", {})
-    parts.append(f"train {splits.get('train', 0)} / val {splits.get('val', 0)} "
-                 f"({report['method']})")
+    stages = report.get("stages") or {report["method"]: splits}
+    parts.append(", then ".join(f"train {n.get('train', 0)} / val {n.get('val', 0)} ({method})"
+                                for method, n in stages.items()))
     tokens = report.get("tokens", {})
     if "p95" in tokens:
         parts.append(f"tokens p50 {tokens['p50']} p95 {tokens['p95']} max {tokens['max']} "
@@ -125,9 +128,16 @@ def markdown(report: dict) -> str:
     lines += ["", "## Splits", ""]
     lines += [f"- {name}: {count}" for name, count in report["splits"].items()]
     lines.append(f"- frozen eval (chosen by the baseline gate): {report['frozen_eval']}")
-    if report["not_for_method"]:
-        lines += ["", f"## Not usable for {report['method']}", ""]
-        lines += [f"- {kind}: {n}" for kind, n in report["not_for_method"].items()]
+    stages = report.get("stages") or {report["method"]: {
+        "not_for_method": report["not_for_method"]}}
+    if len(stages) > 1:
+        lines += ["", "## Stages", "", "| method | train | val | files |", "|---|---|---|---|"]
+        lines += [f"| {m} | {n['train']} | {n['val']} | {', '.join(n['files'])} |"
+                  for m, n in stages.items()]
+    for method, n in stages.items():
+        if n["not_for_method"]:
+            lines += ["", f"## Not usable for {method}", ""]
+            lines += [f"- {kind}: {count}" for kind, count in n["not_for_method"].items()]
     if report["rejected_reasons"]:
         lines += ["", "## Rejected, by reason", ""]
         lines += [f"- {n} × {reason}" for reason, n in report["rejected_reasons"].items()]

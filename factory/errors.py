@@ -76,6 +76,14 @@ CATALOGUE: dict[str, Code] = {
                             "Read the log named in the error, fix the cause, and re-run the gate."),
     "E_NAN_LOSS": Code(EXIT_CRASHED, "Training loss became NaN or diverged.",
                        "Lower training.learning_rate (e.g. 1e-4 or 5e-5) in training-config.json."),
+    "E_OOM": Code(EXIT_CRASHED, "Training ran out of memory.",
+                  "Lower training.batch_size (to 2 or 1) and raise "
+                  "training.gradient_accumulation_steps to keep the effective batch; set "
+                  "training.gradient_checkpointing true, or lora.load_in_4bit true on a CUDA "
+                  "GPU. `factory profile` recommends settings for this machine."),
+    "E_BACKEND": Code(EXIT_BLOCKED, "The training backend asked for is not available here.",
+                      "training.backend unsloth needs a CUDA GPU and `pip install unsloth`; "
+                      "set it to auto to use Unsloth only where it works."),
     "E_PRECHECK": Code(EXIT_BLOCKED, "A pre-training check failed; nothing was trained.",
                        "Run `factory check` and follow the hint of each failed item."),
     "E_REWARD": Code(EXIT_BAD_INPUT, "A reward function failed or did not return one finite "

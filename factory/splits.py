@@ -55,3 +55,15 @@ def freeze(project: Project, records: list[dict]) -> dict:
     atomic.write_json(project.frozen_eval_file, record)
     return record
 
+
+def split_names(methods: list[str]) -> dict[str, dict[str, str]]:
+    """Per method of the training plan, the names of its train and val splits.
+
+    The first method's are plain `train`/`val`, so a one-method project never sees another name;
+    a chain's later methods read rows of their own shape from their own files (`train-dpo`, ...).
+    """
+    names = {}
+    for position, method in enumerate(dict.fromkeys(methods)):
+        suffix = f"-{method}" if position else ""
+        names[method] = {"train": f"train{suffix}", "val": f"val{suffix}"}
+    return names

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,31 @@ def chat_project(tmp_path, demo_template) -> Path:
     (target / "data" / "raw" / "chat.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in rows))
     return target
+
+
+def wait_for_checkpoint(project, proc, timeout=600):
+    """Block until training has written a complete checkpoint (and kept going)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before a checkpoint was written"
+        done = [c for c in project.glob("models/runs/*/stage-*/checkpoint-*")
+                if (c / "trainer_state.json").exists() and (c / "scheduler.pt").exists()]
+        if done:
+            return done
+        time.sleep(0.5)
+    raise AssertionError("no checkpoint within the timeout")
+
+
+def kill_after_checkpoint(project, *args: str) -> None:
+    """Run `factory -C project <args>` and SIGKILL its whole process group once training has
+    written a complete checkpoint: the crash a resume must survive."""
+    import signal
+
+    proc = subprocess.Popen([FACTORY, "-C", str(project), *args, "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_for_checkpoint(project, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

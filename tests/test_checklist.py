@@ -3,7 +3,7 @@ import json
 
 from conftest import factory
 from factory import atomic, checklist
-from factory.config import load_config
+from factory.config import StageConfig, load_config
 from factory.project import Project
 
 
@@ -41,12 +41,25 @@ def test_splits_written_for_another_method_and_few_samples(chat_project):
             for _ in range(30)]
     atomic.write_jsonl(project.split_file("train"), rows)
     config = load_config(project.config_file)
-    items = {i.name: i for i in checklist.splits(project, config, "sft")}
+    plain = {"train": "train", "val": "val"}
+    items = {i.name: i for i in checklist.splits(project, config, "sft", plain)}
     assert items["train_split"].status == "pass"
-    assert items["samples"].status == "warn" and "30 training rows" in items["samples"].detail
+    assert items["samples"].status == "warn" and "30 sft training rows" in items["samples"].detail
     assert items["val_split"].status == "warn"
-    items = {i.name: i for i in checklist.splits(project, config, "dpo")}
+    items = {i.name: i for i in checklist.splits(project, config, "dpo", plain)}
     assert items["train_split"].status == "fail" and "line 1" in items["train_split"].detail
+
+
+def test_a_chain_checks_each_stage_split(chat_project):
+    project = Project.open(chat_project)
+    sft = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+    atomic.write_jsonl(project.split_file("train"), sft * 120)
+    config = load_config(project.config_file)
+    config.training.stages = [StageConfig(method="sft"), StageConfig(method="dpo")]
+    items = {i.name: i for i in checklist.stage_splits(project, config)}
+    assert items["train_split"].status == "pass" and items["samples"].status == "pass"
+    missing = items["train_split[dpo]"]
+    assert missing.status == "fail" and "data/splits/train-dpo.jsonl" in missing.detail
 
 
 def test_assistant_only_loss_needs_generation_markers(chat_project):
@@ -64,3 +77,18 @@ def test_assistant_only_loss_needs_generation_markers(chat_project):
     project = Project.open(chat_project)
     item = checklist.model(project, load_config(project.config_file))
     assert item.status == "fail" and "generation" in item.detail
+
+
+def test_a_reward_that_cannot_be_built_fails_the_check(chat_project):
+    path = chat_project / "training-config.json"
+    config = json.loads(path.read_text())
+    config["rewards"] = [{"name": "mine", "type": "python", "file": "rewards/mine.py"}]
+    path.write_text(json.dumps(config))
+    project = Project.open(chat_project)
+    [item] = checklist.rewards(project, load_config(project.config_file))
+    assert item.status == "fail" and "rewards/mine.py" in item.detail
+    (chat_project / "rewards").mkdir()
+    (chat_project / "rewards" / "mine.py").write_text("def reward(answer, context):\n"
+                                                     "    return float(len(answer) < 80)\n")
+    [item] = checklist.rewards(project, load_config(project.config_file))
+    assert item.status == "pass" and "mine" in item.detail

@@ -91,7 +91,7 @@ def test_init_refuses_a_non_empty_directory(tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("command", ["init", "status", "next", "log", "check"])
+@pytest.mark.parametrize("command", ["init", "status", "next", "log", "check", "profile"])
 def test_non_training_commands_never_import_torch(tmp_path, command):
     project = tmp_path / "p"
     if command != "init":

@@ -1,13 +1,9 @@
 """End to end: the real `factory` CLI, the real TRL/PEFT/transformers stack, the tiny local model."""
 import json
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 
-from conftest import FACTORY, factory
+from conftest import factory, kill_after_checkpoint
 from factory import demo_data
 from factory.demo import write_data
 
@@ -18,29 +14,9 @@ def read_json(path):
     return json.loads(path.read_text())
 
 
-def wait_for_checkpoint(project, proc, timeout=600):
-    """Block until training has written a complete checkpoint (and kept going)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the run ended before a checkpoint was written"
-        done = [c for c in project.glob("models/runs/*/checkpoint-*")
-                if (c / "trainer_state.json").exists() and (c / "scheduler.pt").exists()]
-        if done:
-            return done
-        time.sleep(0.5)
-    raise AssertionError("no checkpoint within the timeout")
-
-
 def test_demo_survives_a_kill_mid_finetune_and_earns_its_deploy(demo_project):
     # 1. Run every gate; kill the whole process group once training has checkpointed.
-    proc = subprocess.Popen([FACTORY, "-C", str(demo_project), "run", "--all", "--json"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        wait_for_checkpoint(demo_project, proc)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_after_checkpoint(demo_project, "run", "--all")
 
     state = read_json(demo_project / ".factory" / "state.json")
     assert state["state"] == "formatted", "a killed finetune must not be claimed done"

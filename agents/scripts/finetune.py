@@ -1,4 +1,4 @@
-"""Fine-tune the base model with LoRA (SFT, DPO, KTO or GRPO), written by `factory run finetune`.
+"""Fine-tune the base model with LoRA/QLoRA: SFT, DPO, KTO, GRPO or a chain of them.
 
 Re-run by hand from the project directory (the factory runs exactly this):
 
@@ -8,25 +8,35 @@ Every value comes from scripts/finetune.json, which the factory derives from tra
 edit training-config.json and run `factory run finetune` rather than editing either file here.
 
 What it does, in order:
-  1. picks precision for the hardware (bf16 on GPUs that support it, fp32 on CPU);
-  2. loads the base model and its tokenizer (a project folder or a hub id, the same call);
-  3. reads data/splits/train.jsonl and val.jsonl (rows in the shape training.method reads), and
-     refuses any record longer than model.max_length instead of silently truncating it;
-  4. trains LoRA with the method's TRL trainer, checkpointing every `save_steps` and resuming from
-     the newest complete checkpoint of this exact run:
-       sft   SFTTrainer on conversations, loss on assistant tokens only;
-       dpo   DPOTrainer on prompt/chosen/rejected; the reference is the base model (adapter off);
-       kto   KTOTrainer on prompt/completion/label, desirable/undesirable weights;
-       grpo  GRPOTrainer: samples num_generations completions per prompt and scores them with the
-             project's rewards (factory.rewards, each called once on a dummy batch first);
-  5. saves the adapter to models/checkpoints/lora/ in one atomic step, and the run's figures to
-     metrics/training-stats.json.
+  1. picks device, precision and backend, and prints which it picked: Unsloth
+     (FastLanguageModel) when a CUDA GPU is present and the package imports (training.backend
+     "auto"), otherwise transformers + PEFT; with lora.load_in_4bit on CUDA the base model is
+     loaded in 4-bit NF4 (QLoRA, bitsandbytes);
+  2. runs each stage of the plan in order: one stage of training.method, or a chain declared
+     in training.stages such as sft -> dpo -> grpo. Per stage:
+       a. loads the base model, and the adapter the previous stage left, trainable: the stage
+          trains on from it, and DPO/KTO take a frozen copy of it as their reference model;
+       b. reads the stage's split files and refuses any record longer than model.max_length
+          instead of silently truncating it;
+       c. trains with the method's TRL trainer, checkpointing every `save_steps` and resuming
+          from the newest complete checkpoint of this exact stage:
+            sft   SFTTrainer on conversations, loss on assistant tokens only;
+            dpo   DPOTrainer on prompt/chosen/rejected;
+            kto   KTOTrainer on prompt/completion/label, desirable/undesirable weights;
+            grpo  GRPOTrainer: samples num_generations completions per prompt and scores them
+                  with the project's rewards (factory.rewards, each called once on a dummy
+                  batch first);
+       d. saves the stage's adapter in one atomic step; a finished stage is kept, not trained
+          again, when an interrupted run is resumed;
+  3. copies the last stage's adapter to models/checkpoints/lora/ in one atomic step, and writes
+     the run's figures to metrics/training-stats.json.
 
-Raises (as .factory/logs/finetune.error.json): E_MODEL_LOAD, E_TOO_LONG, E_REWARD (a reward
-fails its dry run), E_NAN_LOSS (loss NaN or diverging).
+Raises (as .factory/logs/finetune.error.json): E_MODEL_LOAD, E_BACKEND, E_TOO_LONG, E_REWARD
+(a reward fails its dry run), E_NAN_LOSS (loss NaN or diverging), E_OOM (out of memory).
 """
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,8 +49,11 @@ METHODS = {
     "sft": ("SFTConfig", "SFTTrainer", ("messages",)),
     "dpo": ("DPOConfig", "DPOTrainer", ("prompt", "chosen", "rejected")),
     "kto": ("KTOConfig", "KTOTrainer", ("prompt", "completion", "label")),
-    "grpo": ("GRPOConfig", "GRPOTrainer", ("prompt", "answer")),
+    # GRPO passes extra columns to the rewards; the id finds the row's tools and tests.
+    "grpo": ("GRPOConfig", "GRPOTrainer", ("prompt", "answer", "id")),
 }
+# What "all-linear" means for Unsloth, which wants module names.
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def main(config_path: str) -> int:
@@ -55,62 +68,95 @@ def main(config_path: str) -> int:
 
 def train(cfg: dict, root: Path) -> None:
     import torch
+
+    from factory.runtime import models
+
+    # 1. Hardware, precision and backend.
+    on_gpu = torch.cuda.is_available()
+    backend = pick_backend(cfg["training"]["backend"], on_gpu)
+    quantized = cfg["lora"]["load_in_4bit"] and on_gpu
+    print(f"device: {'cuda' if on_gpu else 'cpu'}, "
+          f"dtype: {models.pick_dtype(cfg['model']['dtype'])}, backend: {backend}, "
+          f"quantization: {'4-bit NF4 (QLoRA)' if quantized else 'none'}")
+    if cfg["lora"]["load_in_4bit"] and not on_gpu:
+        print("lora.load_in_4bit is set, but 4-bit loading needs a CUDA GPU: training "
+              "unquantized")
+
+    # 2. The stages, each from the adapter the one before it left.
+    started = time.monotonic()
+    previous, results = None, []
+    for number, stage in enumerate(cfg["stages"], 1):
+        stage_dir = root / stage["run_dir"]
+        print(f"stage {number}/{len(cfg['stages'])}: {stage['method']}")
+        if (stage_dir / "stats.json").exists() and (stage_dir / "adapter").is_dir():
+            print("  finished by an earlier run; its adapter is kept")
+            results.append(json.loads((stage_dir / "stats.json").read_text()))
+        else:
+            results.append(train_stage(cfg, stage, number, root, backend, quantized, previous))
+        previous = stage_dir / "adapter"
+
+    # 3. The last stage's adapter is the result.
+    publish(previous, root / cfg["adapter_dir"])
+    write_stats(cfg, root, results, backend, quantized, started)
+
+
+def pick_backend(requested: str, on_gpu: bool) -> str:
+    if requested == "transformers":
+        return "transformers"
+    reason = None if on_gpu else "there is no CUDA GPU"
+    if reason is None:
+        try:
+            import unsloth  # noqa: F401  (imported before trl and transformers, to patch them)
+        except Exception as exc:  # ImportError, or its own errors on an unsupported setup
+            reason = f"unsloth does not import ({type(exc).__name__}: {exc})"
+    if reason is None:
+        return "unsloth"
+    if requested == "unsloth":
+        raise ScriptError("E_BACKEND", f"training.backend is unsloth, but {reason}")
+    return "transformers"
+
+
+def train_stage(cfg: dict, stage: dict, number: int, root: Path, backend: str,
+                quantized: bool, previous: Path | None) -> dict:
+    import torch
     import trl
     from datasets import Dataset
-    from peft import LoraConfig
 
     from factory import atomic
     from factory.runtime import models
     from factory.runtime.status import TrainingStatus
 
-    # 1. Hardware and precision.
-    on_gpu = torch.cuda.is_available()
-    dtype = models.pick_dtype(cfg["model"]["dtype"])
-    print(f"device: {'cuda' if on_gpu else 'cpu'}, dtype: {dtype}, backend: transformers+peft")
+    # a. The model to train: fresh LoRA on the base, or the previous stage's adapter.
+    model, tokenizer, peft_config = load_model(cfg, root, backend, quantized, previous)
 
-    # 2. Base model and tokenizer.
-    model, tokenizer = models.load(cfg["model"], root)
-    model.train()
-
-    # 3. Data: the splits written by the format gate, checked against max_length.
-    t = cfg["training"]
-    method = t["method"]
+    # b. Data: the splits the format gate wrote for this method, checked against max_length.
+    method, t = stage["method"], cfg["training"]
     config_class, trainer_class, columns = METHODS[method]
-    train_rows = read_split(root / cfg["train_file"])
-    val_rows = read_split(root / cfg["val_file"])
-    max_length = cfg["model"]["max_length"]
-    check_lengths(tokenizer, train_rows + val_rows, max_length, method)
+    train_rows = read_split(root / stage["train_file"])
+    val_rows = read_split(root / stage["val_file"])
+    check_lengths(tokenizer, train_rows + val_rows, cfg["model"]["max_length"], method)
     train_set = Dataset.from_list([{c: r.get(c) for c in columns} for r in train_rows])
     # GRPO would have to sample completions to evaluate; its progress is the reward, not val loss.
     val_set = (Dataset.from_list([{c: r.get(c) for c in columns} for r in val_rows])
                if val_rows and method != "grpo" else None)
     print(f"method: {method}, train records: {len(train_rows)}, val records: {len(val_rows)}")
 
-    extra = {}
-    reward_weights = {}
+    extra, reward_weights = {}, {}
     if method == "grpo":
-        from factory.rewards import for_trl, preflight
-
-        extra["reward_funcs"], weights = for_trl(cfg["rewards"], t["grpo"]["rewards"])
+        extra["reward_funcs"], weights = grpo_rewards(cfg, root, train_rows)
         reward_weights = {"reward_weights": weights}
-        try:
-            preflight(extra["reward_funcs"], train_rows[0])
-        except ValueError as exc:
-            raise ScriptError("E_REWARD", str(exc)) from exc
-        print("rewards: " + ", ".join(f"{f.__name__} x{w}" for f, w in
-                                      zip(extra["reward_funcs"], weights)))
 
-    # 4. Trainer. Sequence length and warm-up are always explicit, never library defaults.
-    lora = cfg["lora"]
-    run_dir = root / cfg["run_dir"]
+    # c. Trainer. Sequence length and warm-up are always explicit, never library defaults.
+    run_dir = root / stage["run_dir"]
     args = getattr(trl, config_class)(
         output_dir=str(run_dir),
-        num_train_epochs=t["epochs"],
-        max_steps=t["max_steps"] or -1,
+        num_train_epochs=stage["epochs"],
+        max_steps=stage["max_steps"] or -1,
         per_device_train_batch_size=t["batch_size"],
         per_device_eval_batch_size=t["batch_size"],
         gradient_accumulation_steps=t["gradient_accumulation_steps"],
-        learning_rate=t["learning_rate"],
+        gradient_checkpointing=t["gradient_checkpointing"],
+        learning_rate=stage["learning_rate"],
         warmup_steps=t["warmup_steps"],
         lr_scheduler_type=t["lr_scheduler_type"],
         weight_decay=t["weight_decay"],
@@ -119,52 +165,124 @@ def train(cfg: dict, root: Path) -> None:
         save_total_limit=t["save_total_limit"],
         eval_strategy="epoch" if val_set is not None else "no",
         seed=t["seed"],
-        bf16=dtype == torch.bfloat16,
-        use_cpu=not on_gpu,
+        bf16=models.pick_dtype(cfg["model"]["dtype"]) == torch.bfloat16,
+        use_cpu=not torch.cuda.is_available(),
         report_to="none",
         disable_tqdm=True,
-        **cfg["method_args"],
+        **stage["method_args"],
         **reward_weights,
     )
-    status = TrainingStatus(root / ".factory" / "training-status.json", total_epochs=t["epochs"],
+    status = TrainingStatus(root / ".factory" / "training-status.json",
+                            total_epochs=stage["epochs"],
+                            stage=f"{number}/{len(cfg['stages'])} {method}",
                             # GRPO's displayed loss is near zero by design; only NaN counts.
                             watch_divergence=method != "grpo")
     trainer = getattr(trl, trainer_class)(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=val_set,
-        processing_class=tokenizer,
-        peft_config=LoraConfig(r=lora["r"], lora_alpha=lora["alpha"],
-                               lora_dropout=lora["dropout"], target_modules=lora["target_modules"],
-                               task_type="CAUSAL_LM"),
-        callbacks=[status],
-        **extra,
-    )
+        model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
+        processing_class=tokenizer, peft_config=peft_config, callbacks=[status], **extra)
 
-    # 5. Train, resuming from the newest complete checkpoint of this run if there is one.
     resume = last_complete_checkpoint(run_dir)
     print(f"resuming from {resume.name}" if resume else "starting fresh")
     started = time.monotonic()
     try:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except torch.OutOfMemoryError as exc:
+        status.write(running=False, error="out of memory")
+        raise ScriptError("E_OOM", f"stage {number} ({method}) ran out of memory at batch_size="
+                                   f"{t['batch_size']}: {str(exc).splitlines()[0]}") from exc
     except Exception as exc:
         status.write(running=False, error=f"{type(exc).__name__}: {exc}")
         raise
     if status.diverged:
-        raise ScriptError("E_NAN_LOSS", status.diverged,
-                          hint="Lower training.learning_rate (e.g. to 1e-4 or 5e-5).")
+        raise ScriptError("E_NAN_LOSS", f"stage {number} ({method}): {status.diverged}")
 
-    # 6. Save the adapter atomically, then the figures of the run.
+    # d. The stage's adapter, then its figures (their presence marks the stage finished).
     staging = run_dir / "adapter.partial"
-    trainer.save_model(str(staging))
-    atomic.replace_dir(staging, root / cfg["adapter_dir"])
-    history = [e for e in trainer.state.log_history if "loss" in e]
-    rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
-    evals = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
-    atomic.write_json(root / cfg["stats_file"], {
-        "base_model": cfg["model"]["source"],
-        "method": t["method"],
+    save_adapter(trainer, tokenizer, staging)
+    atomic.replace_dir(staging, run_dir / "adapter")
+    stats = stage_stats(method, trainer, result, resume, train_rows, val_rows, started)
+    atomic.write_json(run_dir / "stats.json", stats)
+    print(f"stage {number} done: {result.global_step} steps, train loss "
+          f"{result.training_loss:.4f}")
+    return stats
+
+
+def load_model(cfg: dict, root: Path, backend: str, quantized: bool, previous: Path | None):
+    """(model, tokenizer, LoRA config for the trainer to apply, or None when the model already
+    carries the adapter it will train)."""
+    from peft import LoraConfig, PeftModel
+
+    from factory.runtime import models
+
+    lora, t = cfg["lora"], cfg["training"]
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        # Given an adapter folder, Unsloth loads its base and puts the adapter on, trainable.
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=str(previous) if previous else models.source(cfg["model"], root),
+            max_seq_length=cfg["model"]["max_length"], dtype=None, load_in_4bit=quantized)
+        if previous is None:
+            targets = lora["target_modules"]
+            model = FastLanguageModel.get_peft_model(
+                model, r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                target_modules=ALL_LINEAR if targets == "all-linear" else targets,
+                use_gradient_checkpointing="unsloth" if t["gradient_checkpointing"] else False,
+                random_state=t["seed"])
+        return model, tokenizer, None
+
+    model, tokenizer = models.load(cfg["model"], root, load_in_4bit=quantized)
+    model.train()
+    if quantized:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=t["gradient_checkpointing"])
+    if previous is not None:
+        return PeftModel.from_pretrained(model, str(previous), is_trainable=True), tokenizer, None
+    return model, tokenizer, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"],
+                                        lora_dropout=lora["dropout"],
+                                        target_modules=lora["target_modules"],
+                                        task_type="CAUSAL_LM")
+
+
+def grpo_rewards(cfg: dict, root: Path, train_rows: list[dict]) -> tuple[list, list[float]]:
+    from factory.rewards import for_trl, preflight
+
+    try:
+        funcs, weights = for_trl(cfg["rewards"], cfg["training"]["grpo"]["rewards"], root=root,
+                                 rows=train_rows)
+        preflight(funcs, train_rows[0])
+    except ValueError as exc:  # RewardError included: a missing file, bad labelled examples
+        raise ScriptError("E_REWARD", str(exc)) from exc
+    print("rewards: " + ", ".join(f"{f.__name__} x{w}" for f, w in zip(funcs, weights)))
+    return funcs, weights
+
+
+def save_adapter(trainer, tokenizer, path: Path) -> None:
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    # A stage that trains on from an adapter also holds TRL's frozen copy of it ("ref", the
+    # DPO/KTO reference); only the trained adapter is the result.
+    model.save_pretrained(str(path), selected_adapters=["default"])
+    tokenizer.save_pretrained(str(path))
+
+
+def publish(adapter: Path, target: Path) -> None:
+    from factory import atomic
+
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(adapter, staging)
+    atomic.replace_dir(staging, target)
+
+
+def stage_stats(method, trainer, result, resume, train_rows, val_rows, started) -> dict:
+    log = trainer.state.log_history
+    history = [e for e in log if "loss" in e]
+    rewards = [[e["step"], e["reward"]] for e in log if "reward" in e]
+    evals = [[e["step"], e["eval_loss"]] for e in log if "eval_loss" in e]
+    return {
+        "method": method,
         "train_records": len(train_rows),
         "val_records": len(val_rows),
         "total_steps": result.global_step,
@@ -174,16 +292,42 @@ def train(cfg: dict, root: Path) -> None:
         "train_loss": result.training_loss if result.global_step > resumed_step(resume) else None,
         "first_loss": history[0]["loss"] if history else None,
         "final_loss": history[-1]["loss"] if history else None,
-        "eval_loss": evals[-1] if evals else None,
+        "eval_loss": evals[-1][1] if evals else None,
         "resumed_from": resume.name if resume else None,
         "seconds": round(time.monotonic() - started, 1),
         "loss_curve": [[e["step"], e["loss"]] for e in history],
-        "first_reward": rewards[0] if rewards else None,
-        "final_reward": rewards[-1] if rewards else None,
+        "eval_curve": evals,
+        "reward_curve": rewards,
+        "first_reward": rewards[0][1] if rewards else None,
+        "final_reward": rewards[-1][1] if rewards else None,
         "reward_means": {k.split("/")[1]: v for k, v in history[-1].items()
                          if k.startswith("rewards/") and k.endswith("/mean")} if history else {},
+    }
+
+
+def write_stats(cfg: dict, root: Path, stages: list[dict], backend: str, quantized: bool,
+                started: float) -> None:
+    """The run's figures: the first stage's start, the last stage's end, every stage's own."""
+    from factory import atomic
+
+    first, last = stages[0], stages[-1]
+    atomic.write_json(root / cfg["stats_file"], {
+        "base_model": cfg["model"]["source"],
+        "method": "+".join(s["method"] for s in stages),
+        "backend": backend,
+        "quantization": "4bit" if quantized else None,
+        "total_steps": sum(s["total_steps"] for s in stages),
+        "first_loss": first["first_loss"],
+        "final_loss": last["final_loss"],
+        "eval_loss": last["eval_loss"],
+        "resumed_from": next((s["resumed_from"] for s in stages if s["resumed_from"]), None),
+        "seconds": round(time.monotonic() - started, 1),
+        **{k: last[k] for k in ("train_records", "val_records", "epochs", "train_loss",
+                                "loss_curve", "first_reward", "final_reward", "reward_means")},
+        "stages": stages,
     })
-    print(f"done: {result.global_step} steps, train loss {result.training_loss:.4f}")
+    print(f"done: {' -> '.join(s['method'] for s in stages)}, "
+          f"{sum(s['total_steps'] for s in stages)} steps")
 
 
 def read_split(path: Path) -> list[dict]:

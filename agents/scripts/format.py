@@ -1,4 +1,4 @@
-"""Validate raw data and write training-ready splits for the chosen method, written by `factory run format`.
+"""Validate raw data and write training-ready splits for each training method.
 
 Re-run by hand from the project directory:
 
@@ -12,10 +12,13 @@ What it does, in order:
   2. drops exact duplicates and, with `min_reward` set, records rewarded below it;
   3. puts each record in train, val or eval by a hash of its prompt. Eval was frozen by the
      baseline gate: a frozen record is skipped, a new eval-bucket record waits for a re-freeze;
-  4. converts what is left to the rows `method` trains on (SFT conversations, DPO pairs, KTO
-     labels, GRPO prompts/groups), renders each through the model's chat template and measures
-     its tokens against `max_length` (a long row fails the gate or is dropped: `on_too_long`);
-  5. writes data/splits/train.jsonl and val.jsonl, metrics/data-report.json and reports/data.md.
+  4. converts what is left to the rows each of `methods` trains on (SFT conversations, DPO
+     pairs, KTO labels, GRPO prompts/groups), renders each through the model's chat template
+     and measures its tokens against `max_length` (a long row fails the gate or is dropped:
+     `on_too_long`);
+  5. writes data/splits/train.jsonl and val.jsonl (for a chain of methods, the later methods
+     get train-<method>.jsonl and val-<method>.jsonl), metrics/data-report.json and
+     reports/data.md.
 
 Nothing is written to data/splits/ unless every step passed: with on_error "fail" (the default)
 one bad record stops the gate; with "skip" bad records go to data/rejected.jsonl with reasons.
@@ -40,13 +43,13 @@ def main(config_path: str) -> int:
 
 
 def build(cfg: dict, root) -> None:
-    from factory import atomic, datareport, methods, records, splits
+    from factory import atomic, datareport, records, splits
     from factory.hashing import hash_path
     from factory.project import Project
     from factory.runtime import models
 
     project = Project(root)
-    method, split = cfg["method"], cfg["split"]
+    split = cfg["split"]
     skip_bad = cfg["on_error"] == "skip"
 
     # 1-2. Read and validate, streaming (bad records are quarantined or stop the gate), then
@@ -61,15 +64,15 @@ def build(cfg: dict, root) -> None:
 
     examples = records.pool(root / cfg["raw_dir"], project, cfg, tally, quarantine)
 
-    # 3-4. Bucket, convert for the method, measure tokens; rows are written as they come.
+    # 3-4. Bucket, convert for each method of the plan, measure tokens; rows are written as
+    # they come. A chain (sft, then dpo, ...) gets one pair of split files per method.
     tokenizer = models.load_tokenizer(cfg["model"], root)
-    out = {name: atomic.StagedJsonl(root / cfg["out_dir"] / f"{name}.jsonl")
-           for name in ("train", "val")}
+    targets = [MethodSplits(method, names, root / cfg["out_dir"])
+               for method, names in splits.split_names(cfg["methods"]).items()]
     frozen_ids, frozen_keys = set(cfg["frozen_eval_ids"]), set(cfg["frozen_eval_keys"])
     stats = datareport.DataStats()
-    counts = {"held_for_eval": 0, "not_for_method": {}, "too_long": [], "unrenderable": []}
-    grpo_rewards: dict[str, float] = {}
-    pending: dict[str, list[dict]] = {"train": [], "val": []}
+    counts = {"held_for_eval": 0, "too_long": [], "unrenderable": []}
+    writers = [w for t in targets for w in t.out.values()] + [rejected]
     try:
         for example in examples:
             stats.add(example)
@@ -81,63 +84,94 @@ def build(cfg: dict, root) -> None:
             if name == "eval":
                 counts["held_for_eval"] += 1
                 continue
-            rows = methods.rows_for(example, method, cfg["label_threshold"])
-            if not rows:
-                kinds = counts["not_for_method"]
-                kinds[example["kind"]] = kinds.get(example["kind"], 0) + 1
-                continue
-            if method == "grpo" and example.get("reward") is not None:
-                grpo_rewards[example["id"]] = example["reward"]
-            pending[name] += rows
-            if len(pending[name]) >= CHUNK and method != "grpo":
-                flush(pending, name, out, tokenizer, method, cfg, stats, counts)
-        if method == "grpo":  # rewarded answers to one prompt become one group
-            for name in pending:
-                pending[name] = methods.group_rewarded_chats(pending[name], grpo_rewards)
-        for name in pending:
-            flush(pending, name, out, tokenizer, method, cfg, stats, counts)
-        check(tally, counts, out, cfg)
+            for target in targets:
+                if target.add(example, name, cfg["label_threshold"]):
+                    target.flush(name, tokenizer, cfg, stats, counts)
+        for target in targets:
+            target.finish(tokenizer, cfg, stats, counts)
+        check(tally, counts, targets, cfg)
     except BaseException:
-        for writer in (*out.values(), rejected):
+        for writer in writers:
             if writer is not None:
                 writer.discard()
         raise
 
     # 5. Everything passed: put the splits in place and report.
-    for writer in (*out.values(), rejected):
+    for writer in writers:
         if writer is not None:
             writer.commit()
-    hashes = {name: hash_path(root / cfg["out_dir"] / f"{name}.jsonl") for name in out}
+    first = targets[0]
+    hashes = {w.path.stem: hash_path(w.path) for t in targets for w in t.out.values()}
     report = datareport.build(
-        tally, stats, method=method, frozen_eval=len(frozen_ids),
-        splits={"train": out["train"].count, "val": out["val"].count,
+        tally, stats, method=first.method, frozen_eval=len(frozen_ids),
+        splits={"train": first.out["train"].count, "val": first.out["val"].count,
                 "held_for_eval": counts["held_for_eval"]},
-        not_for_method=counts["not_for_method"], too_long=len(counts["too_long"]),
+        not_for_method=first.not_for_method, too_long=len(counts["too_long"]),
         max_length=cfg["model"]["max_length"],
-        rejected_file=cfg["rejected_file"] if skip_bad else None, hashes=hashes)
+        rejected_file=cfg["rejected_file"] if skip_bad else None, hashes=hashes,
+        stages={t.method: {"train": t.out["train"].count, "val": t.out["val"].count,
+                           "files": [w.path.name for w in t.out.values()],
+                           "not_for_method": t.not_for_method} for t in targets})
     atomic.write_json(root / cfg["report_file"], report)
     atomic.write_text(root / cfg["summary_file"], datareport.markdown(report))
     print(datareport.summary_line(report))
 
 
-def flush(pending, name, out, tokenizer, method, cfg, stats, counts) -> None:
-    from factory.runtime import tokens
+class MethodSplits:
+    """One method's train and val files, and the rows waiting to be measured and written."""
 
-    rows, pending[name] = pending[name], []
-    limit = cfg["model"]["max_length"]
-    for row, length in zip(rows, tokens.lengths(tokenizer, rows, method)):
-        if isinstance(length, str):
-            counts["unrenderable"].append({"source": row["source"], "reason": length})
-            continue
-        stats.lengths.append(length)
-        if length > limit:
-            counts["too_long"].append({"source": row["source"], "tokens": length})
-            if cfg["on_too_long"] == "drop":
+    def __init__(self, method: str, names: dict, out_dir):
+        from factory import atomic
+
+        self.method = method
+        self.out = {split: atomic.StagedJsonl(out_dir / f"{file}.jsonl")
+                    for split, file in names.items()}
+        self.pending: dict[str, list[dict]] = {"train": [], "val": []}
+        self.not_for_method: dict[str, int] = {}
+        self.group_rewards: dict[str, float] = {}
+
+    def add(self, example: dict, split: str, label_threshold: float) -> bool:
+        """Queue the example's rows; True when the queue should be flushed now."""
+        from factory import methods
+
+        rows = methods.rows_for(example, self.method, label_threshold)
+        if not rows:
+            kind = example["kind"]
+            self.not_for_method[kind] = self.not_for_method.get(kind, 0) + 1
+            return False
+        if self.method == "grpo" and example.get("reward") is not None:
+            self.group_rewards[example["id"]] = example["reward"]
+        self.pending[split] += rows
+        # GRPO rows wait for the end: rewarded answers to one prompt become one group.
+        return len(self.pending[split]) >= CHUNK and self.method != "grpo"
+
+    def finish(self, tokenizer, cfg, stats, counts) -> None:
+        from factory import methods
+
+        for split in self.pending:
+            if self.method == "grpo":
+                self.pending[split] = methods.group_rewarded_chats(self.pending[split],
+                                                                   self.group_rewards)
+            self.flush(split, tokenizer, cfg, stats, counts)
+
+    def flush(self, split, tokenizer, cfg, stats, counts) -> None:
+        from factory.runtime import tokens
+
+        rows, self.pending[split] = self.pending[split], []
+        limit = cfg["model"]["max_length"]
+        for row, length in zip(rows, tokens.lengths(tokenizer, rows, self.method)):
+            if isinstance(length, str):
+                counts["unrenderable"].append({"source": row["source"], "reason": length})
                 continue
-        out[name].write(row)
+            stats.lengths.append(length)
+            if length > limit:
+                counts["too_long"].append({"source": row["source"], "tokens": length})
+                if cfg["on_too_long"] == "drop":
+                    continue
+            self.out[split].write(row)
 
 
-def check(tally, counts, out, cfg) -> None:
+def check(tally, counts, targets, cfg) -> None:
     """Every reason to refuse, most fundamental first."""
     if tally.bad and cfg["on_error"] == "fail":
         shown = "; ".join(str(p) for p in tally.problems[:3])
@@ -163,14 +197,16 @@ def check(tally, counts, out, cfg) -> None:
                                         f"model.max_length={cfg['model']['max_length']} tokens, "
                                         f"e.g. {first['source']} ({first['tokens']} tokens)",
                           records=counts["too_long"][:50])
-    if out["train"].count < cfg["min_train_records"]:
-        unusable = counts["not_for_method"]
-        raise ScriptError("E_NO_DATA", f"{out['train'].count} training row(s) for "
-                                       f"{cfg['method']}, fewer than data.min_train_records="
-                                       f"{cfg['min_train_records']}"
-                          + (f"; not usable for {cfg['method']}: {unusable}" if unusable else ""),
-                          not_for_method=unusable)
-
+    for target in targets:
+        rows = target.out["train"].count
+        if rows < cfg["min_train_records"]:
+            unusable = target.not_for_method
+            raise ScriptError("E_NO_DATA", f"{rows} training row(s) for {target.method}, fewer "
+                                           f"than data.min_train_records="
+                                           f"{cfg['min_train_records']}"
+                              + (f"; not usable for {target.method}: {unusable}"
+                                 if unusable else ""),
+                              method=target.method, not_for_method=unusable)
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

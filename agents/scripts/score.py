@@ -32,13 +32,17 @@ def main(config_path: str) -> int:
 
 
 def score(cfg: dict, root) -> None:
-    from factory.rewards import build
+    from factory.rewards import RewardError, build
 
     with open(root / cfg["eval_file"], encoding="utf-8") as fh:
         records = [json.loads(line) for line in fh if line.strip()]
-    rewards = build(cfg["rewards"])
-    for run in cfg["runs"]:
-        score_one(cfg, run, records, rewards, root)
+    try:
+        # root: a learned or python reward reads its file from the project
+        rewards = build(cfg["rewards"], root=root)
+        for run in cfg["runs"]:
+            score_one(cfg, run, records, rewards, root)
+    except RewardError as exc:  # a reward that cannot be built or broke its contract
+        raise ScriptError("E_REWARD", str(exc)) from exc
 
 
 def score_one(cfg: dict, run: dict, records: list[dict], rewards: dict, root) -> None:

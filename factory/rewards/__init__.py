@@ -1,12 +1,19 @@
-"""Verifiable rewards: functions of an answer that a program can check, no judge model needed.
+"""Rewards: functions of an answer that a program can check or learn, no judge model needed.
 
 One reward engine serves evaluation (a reward `r` is the metric `reward:r`) and, later, GRPO and
 KTO labelling, so a model is trained and judged by the very same code. Each reward is built from
 its entry under `rewards` in training-config.json and called as `reward(answer, context)`, where
-context holds the example's `reference` answer text and declared `tools`. It returns a score in
-[0, 1]: binary rewards give 0 or 1, soft ones anything between.
+context (`context_of`) holds the example's `reference` answer text, declared `tools`, `tests`,
+the prompt `messages` and the record's `meta`. Built-in rewards return a score in [0, 1]: binary
+ones 0 or 1, soft ones anything between; a user's `python` reward returns any finite number.
 
-Standard library only (code runs in `sandbox`, never in this process).
+Standard library only. Model-written code runs in `sandbox`, never in this process; a user's own
+reward file (type python) is imported here, like any other code of the project.
+
+    base        Reward, RewardError, project files     context     context_of, tests_of
+    testrun     answer + tests in the sandbox          efficiency  short answers, few calls
+    learned     logistic regression on labels          user        the user's python rewards
+    signals     combine, group_advantages, kto_labels
 """
 from __future__ import annotations
 
@@ -14,12 +21,18 @@ import ast
 import json
 import math
 import re
+from pathlib import Path
 from typing import Callable
 
 from factory import toolcalls
-from factory.rewards import sandbox
+# Modules, not their builder functions, so factory.rewards.learned stays the module.
+from factory.rewards import efficiency, learned, sandbox, testrun, user
+from factory.rewards.base import Reward, RewardError
+from factory.rewards.context import context_of, tests_of
+from factory.rewards.signals import combine, group_advantages, kto_labels
 
-Reward = Callable[[str, dict], float]
+__all__ = ["Reward", "RewardError", "build", "combine", "context_of", "files_of", "for_trl",
+           "group_advantages", "kto_labels", "preflight", "tests_of"]
 
 _CODE_BLOCK = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
 PYTHON_TAGS = {"", "py", "python", "python3"}
@@ -81,15 +94,18 @@ def syntax_valid(spec: dict) -> Reward:
 
 
 def code_executes(spec: dict) -> Reward:
-    """1 when the answer's code runs to a zero exit status in the sandbox."""
+    """1 when the answer's code runs to a zero exit status in the sandbox; when the context has
+    `tests`, the code followed by those tests must run to the end and exit 0 (see testrun)."""
     timeout, memory = spec.get("timeout_s", 5.0), spec.get("memory_mb", 256)
 
     def reward(answer: str, context: dict) -> float:
         blocks = code_blocks(answer)
         if not blocks:
             return 0.0
-        return float(sandbox.run_python("\n\n".join(blocks), timeout_s=timeout,
-                                        memory_mb=memory).ok)
+        code, tests = "\n\n".join(blocks), context.get("tests")
+        if tests:
+            return float(testrun.passes(code, tests, timeout_s=timeout, memory_mb=memory))
+        return float(sandbox.run_python(code, timeout_s=timeout, memory_mb=memory).ok)
     return reward
 
 
@@ -107,36 +123,80 @@ def tool_call_valid(spec: dict) -> Reward:
 
 BUILDERS: dict[str, Callable[[dict], Reward]] = {
     "reference_match": reference_match, "format_regex": format_regex, "json_valid": json_valid,
-    "syntax_valid": syntax_valid,
-    "code_executes": code_executes, "tool_call_valid": tool_call_valid,
+    "syntax_valid": syntax_valid, "code_executes": code_executes,
+    "tool_call_valid": tool_call_valid, "efficiency": efficiency.efficiency,
 }
+# Rewards that read a file of the project (by these fields of their entry) also get its root.
+FILE_BUILDERS: dict[str, Callable[[dict, Path | None], Reward]] = {
+    "learned": learned.learned, "python": user.python,
+}
+FILE_FIELDS = ("file", "examples")
 
 
-def build(specs: list[dict]) -> dict[str, Reward]:
-    """Reward functions by name, from the config's `rewards` entries (already validated)."""
-    return {spec["name"]: BUILDERS[spec["type"]](spec) for spec in specs}
+def build(specs: list[dict], *, root: Path | None = None) -> dict[str, Reward]:
+    """Reward functions by name, from the config's `rewards` entries (already validated).
+
+    `root` is the project directory: `file` and `examples` resolve inside it, and an entry that
+    names a file cannot be built without it. Raises RewardError naming the reward.
+    """
+    built = {}
+    for spec in specs:
+        kind = spec["type"]
+        if kind in FILE_BUILDERS:
+            built[spec["name"]] = FILE_BUILDERS[kind](spec, root)
+        elif kind in BUILDERS:
+            built[spec["name"]] = BUILDERS[kind](spec)
+        else:
+            known = ", ".join(sorted([*BUILDERS, *FILE_BUILDERS]))
+            raise RewardError(f"reward {spec['name']}: unknown type {kind!r} (known: {known})")
+    return built
+
+
+def files_of(specs: list[dict]) -> list[str]:
+    """The project files the rewards read (as written in the config, in order), so whatever
+    fingerprints the rewards can hash their content too: editing a user reward changes scores."""
+    return [spec[field] for spec in specs for field in FILE_FIELDS if spec.get(field)]
 
 
 # ------------------------------------------------------------------------------ TRL's interface
 
-def for_trl(specs: list[dict], names: list[str] | None = None) -> tuple[list, list[float]]:
+def for_trl(specs: list[dict], names: list[str] | None = None, *, root: Path | None = None,
+            rows: list[dict] | None = None) -> tuple[list, list[float]]:
     """GRPOTrainer reward functions (each named for its reward, so TRL logs rewards/<name>/mean)
-    and their weights, for the entries of `specs` named in `names` (all when None)."""
+    and their weights, for the entries of `specs` named in `names` (all when None).
+
+    `root` is the project directory (see `build`). `rows` are the training split's rows: a
+    dataset handed to TRL keeps only flat columns, so given the rows, each completion's context
+    is `context_of` the row whose `id` TRL passes back (its tests and metadata included);
+    without them, or when the batch has no `id` column, the context comes from the columns.
+    """
     chosen = [s for s in specs if names is None or s["name"] in names]
-    built = build(chosen)
-    return [_trl_reward(s["name"], built[s["name"]]) for s in chosen], \
+    built = build(chosen, root=root)
+    by_id = {row["id"]: row for row in rows if "id" in row} if rows is not None else None
+    return [_trl_reward(s["name"], built[s["name"]], by_id) for s in chosen], \
         [float(s.get("weight", 1.0)) for s in chosen]
 
 
-def _trl_reward(name: str, reward: Reward):
+def _trl_reward(name: str, reward: Reward, by_id: dict | None):
     def score(prompts, completions, **columns) -> list[float]:
-        # TRL passes every dataset column (answer, tools, ...) as a list aligned with completions.
-        answers = columns.get("answer") or [None] * len(completions)
-        tools = columns.get("tools") or [None] * len(completions)
-        return [float(reward(_text(c), {"reference": a or "", "tools": t}))
-                for c, a, t in zip(completions, answers, tools)]
+        # TRL passes every dataset column (id, answer, tools, ...) as a list aligned with
+        # completions, plus keywords of its own (trainer_state, ...), which are not rows' fields.
+        return [float(reward(_text(c), context_of(_row(name, i, prompts, columns, by_id))))
+                for i, c in enumerate(completions)]
     score.__name__ = name
     return score
+
+
+def _row(name: str, i: int, prompts: list, columns: dict, by_id: dict | None) -> dict:
+    ids = columns.get("id")
+    if by_id is not None and ids is not None:
+        if ids[i] not in by_id:
+            raise RewardError(f"reward {name}: TRL passed row id {ids[i]!r}, which is not among "
+                              f"the {len(by_id)} training rows given to for_trl")
+        return by_id[ids[i]]
+    row = {k: v[i] for k, v in columns.items()
+           if isinstance(v, list) and len(v) == len(prompts)}
+    return {**row, "prompt": prompts[i]}
 
 
 def _text(completion) -> str:
@@ -152,6 +212,8 @@ def preflight(funcs: list, row: dict) -> None:
     completions = [[{"role": "assistant", "content": answer or "x"}],
                    [{"role": "assistant", "content": ""}]]
     columns = {k: [row.get(k)] * 2 for k in ("answer", "tools")}
+    if "id" in row:  # so a reward built with the training rows finds its row
+        columns["id"] = [row["id"]] * 2
     for func in funcs:
         try:
             scores = func([row["prompt"]] * 2, completions, completion_ids=[[0], [0]], **columns)

@@ -16,7 +16,7 @@ def pick_dtype(requested: str):
     return getattr(torch, requested)
 
 
-def _source(model_cfg: dict, root: Path) -> str:
+def source(model_cfg: dict, root: Path) -> str:
     return str(root / model_cfg["source"]) if model_cfg.get("local") else model_cfg["source"]
 
 
@@ -31,7 +31,7 @@ def load_tokenizer(model_cfg: dict, root: Path, adapter: str | None = None):
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            str(root / adapter) if adapter else _source(model_cfg, root), **_hub_kwargs(model_cfg))
+            str(root / adapter) if adapter else source(model_cfg, root), **_hub_kwargs(model_cfg))
     except (OSError, ValueError) as exc:
         raise ScriptError("E_MODEL_LOAD", f"cannot load the tokenizer of "
                                           f"{model_cfg['source']}: {exc}") from exc
@@ -40,11 +40,12 @@ def load_tokenizer(model_cfg: dict, root: Path, adapter: str | None = None):
     return tokenizer
 
 
-def load(model_cfg: dict, root: Path, adapter: str | None = None):
+def load(model_cfg: dict, root: Path, adapter: str | None = None, load_in_4bit: bool = False):
     """Return (model, tokenizer) in eval mode.
 
     `adapter` names a checkpoint folder inside the project: a PEFT adapter is applied to the base
     model; a full model folder (config.json, no adapter_config.json) is loaded instead of it.
+    `load_in_4bit` (CUDA only) quantizes the base to NF4 with bitsandbytes, for QLoRA.
     """
     from transformers import AutoModelForCausalLM
 
@@ -57,20 +58,29 @@ def load(model_cfg: dict, root: Path, adapter: str | None = None):
                      "revision": None}
         adapter = None
     tokenizer = load_tokenizer(model_cfg, root, adapter)
-    source = _source(model_cfg, root)
+    where = source(model_cfg, root)
+    dtype = pick_dtype(model_cfg["dtype"])
+    quantized = _quantized(dtype) if load_in_4bit else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(source,
-                                                     dtype=pick_dtype(model_cfg["dtype"]),
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **quantized,
                                                      **_hub_kwargs(model_cfg))
     except (OSError, ValueError) as exc:
-        raise ScriptError("E_MODEL_LOAD", f"cannot load {source}: {exc}") from exc
+        raise ScriptError("E_MODEL_LOAD", f"cannot load {where}: {exc}") from exc
     if adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(root / adapter))
     import torch
 
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and not quantized:  # bitsandbytes placed it already
         model.to("cuda")
     model.eval()
     return model, tokenizer
+
+
+def _quantized(dtype) -> dict:
+    from transformers import BitsAndBytesConfig
+
+    return {"quantization_config": BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype), "device_map": {"": 0}}

@@ -93,6 +93,7 @@ def example_scores(prediction: str, record: dict, metrics: list[str], rewards: d
     """Every generation-level metric of one answer; None where a metric does not apply."""
     from factory import methods, toolcalls
     from factory.metrics import REWARD_PREFIX, normalized
+    from factory.rewards import context_of
 
     last = record["messages"][-1]
     reference = methods.answer_text(last).strip()
@@ -105,12 +106,26 @@ def example_scores(prediction: str, record: dict, metrics: list[str], rewards: d
     else:
         scores.update(dict.fromkeys(("tool_parse", "tool_name", "tool_args_exact",
                                      "tool_args_valid")))
-    context = {"reference": reference, "tools": record.get("tools"),
-               "messages": record["messages"][:-1]}
-    for metric in metrics:
-        if metric.startswith(REWARD_PREFIX):
-            scores[metric] = float(rewards[metric[len(REWARD_PREFIX):]](prediction, context))
+    names = [m[len(REWARD_PREFIX):] for m in metrics if m.startswith(REWARD_PREFIX)]
+    if names:
+        # The context GRPO's rewards see too (tools, tests, prompt, meta), with the reference
+        # computed above.
+        context = {**context_of(record), "reference": reference}
+        for name in names:
+            scores[REWARD_PREFIX + name] = _reward_score(name, rewards[name], prediction, context,
+                                                         record)
     return scores
+
+
+def _reward_score(name: str, reward, prediction: str, context: dict, record: dict) -> float:
+    from factory.rewards import RewardError
+
+    try:
+        return float(reward(prediction, context))
+    except Exception as exc:  # a user's reward may raise anything; say which one, and where
+        said = str(exc) if isinstance(exc, RewardError) else \
+            f"reward {name} raised {type(exc).__name__}: {exc}"
+        raise RewardError(f"{said} (eval record {record.get('id', '?')})") from exc
 
 
 def aggregate(rows: list[dict], metrics: list[str]) -> dict:

@@ -23,13 +23,14 @@ def _now() -> str:
 
 
 class TrainingStatus(TrainerCallback):
-    def __init__(self, path: Path, total_epochs: float, watch_divergence: bool = True):
+    def __init__(self, path: Path, total_epochs: float, watch_divergence: bool = True,
+                 stage: str | None = None):
         self.path = path
         self.watch_divergence = watch_divergence
         self.status = {"running": False, "step": 0, "total_steps": 0, "epoch": 0.0,
                        "total_epochs": total_epochs, "loss": None, "learning_rate": None,
                        "eta_seconds": None, "started_at": None, "checkpoint_at": None,
-                       "reward": None, "updated_at": None, "error": None}
+                       "reward": None, "stage": stage, "updated_at": None, "error": None}
         self.diverged: str | None = None
         self._first_loss: float | None = None
         self._t0 = time.monotonic()
