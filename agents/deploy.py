@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from agents import base_model, runner
+from agents import base_model, model_card, runner
 from agents.gate import GateContext, GateOutcome
 from factory import registry
 from factory.errors import FactoryError
@@ -87,6 +87,9 @@ def run(ctx: GateContext) -> GateOutcome:
         "outputs": {o: f"models/deployed/{promotion_id}/{o}" for o in cfg.deploy.outputs},
         "promoted_at": now(),
     }
+    card = model_card.write(project, project.deployed_dir / promotion_id, promotion,
+                            cfg.model.name)
+    promotion["outputs"]["card"] = project.rel(card)
     book["promotions"].append(promotion)
     book["current"] = promotion_id
     registry.write(project, book)

@@ -210,6 +210,37 @@ def _profile_next(args, profile: str, changed: list[str], applied: bool) -> dict
                       f"to pick"}
 
 
+def cmd_promote(args) -> tuple[dict, dict]:
+    from factory import registry
+
+    project = Project.open(args.project)
+    if not args.list:
+        raise FactoryError("E_USAGE", "promote only lists promotions (--list)",
+                           hint="A model is promoted by `factory run deploy`, and only with a "
+                                "passing verdict of its own.")
+    book = registry.read(project)
+    rows = [{"id": p["id"], "current": p["id"] == book["current"],
+             "checkpoint_hash": p["checkpoint_hash"], "promoted_at": p["promoted_at"],
+             "metrics": p.get("metrics", {}), "outputs": p.get("outputs", {})}
+            for p in book["promotions"]]
+    return ({"current": book["current"], "promotions": rows, "history": book.get("history", [])},
+            {"command": "factory rollback", "reason": "make the previous promotion current"}
+            if len(rows) > 1 else {"command": "factory status", "reason": "see the project"})
+
+
+def cmd_rollback(args) -> tuple[dict, dict]:
+    from factory import registry
+    from factory.lock import ProjectLock
+
+    project = Project.open(args.project)
+    with ProjectLock(project):
+        promotion = registry.rollback(project, args.id)
+    return ({"current": promotion["id"], "checkpoint_hash": promotion["checkpoint_hash"],
+             "outputs": promotion.get("outputs", {})},
+            {"command": "factory run evaluate",
+             "reason": f"candidates are now held to {promotion['id']}"})
+
+
 def cmd_log(args) -> tuple[dict, dict]:
     project = Project.open(args.project)
     events = read_events(project, args.limit)
@@ -278,7 +309,8 @@ def training_status(project: Project) -> dict | None:
 
 
 COMMANDS = {"init": cmd_init, "status": cmd_status, "next": cmd_next, "run": cmd_run,
-            "log": cmd_log, "demo": cmd_demo, "check": cmd_check, "profile": cmd_profile}
+            "log": cmd_log, "demo": cmd_demo, "check": cmd_check, "profile": cmd_profile,
+            "promote": cmd_promote, "rollback": cmd_rollback}
 
 
 # --- human output -----------------------------------------------------------------------------
@@ -348,6 +380,15 @@ def human_profile(result: dict) -> None:
         print(f"applied: {len(result['changed'])} field(s) changed in training-config.json")
 
 
+def human_promote(result: dict) -> None:
+    if not result["promotions"]:
+        print("no promotions yet")
+    for p in result["promotions"]:
+        marker = "*" if p["current"] else " "
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in list(p["metrics"].items())[:3])
+        print(f"{marker} {p['id']:<16} {p['promoted_at']}  {shown}")
+
+
 def human_simple(result: dict) -> None:
     for key, value in result.items():
         print(f"{key}: {value}")
@@ -361,7 +402,7 @@ def _fmt(value) -> str:
 
 HUMAN = {"status": human_status, "run": human_run, "log": human_log, "init": human_simple,
          "demo": human_simple, "next": lambda r: None, "check": human_check,
-         "profile": human_profile}
+         "profile": human_profile, "promote": human_promote, "rollback": human_simple}
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -404,6 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the recommended settings into training-config.json")
     p.add_argument("--profile", metavar="NAME",
                    help="use this profile instead of the detected one (see docs/training.md)")
+    p = sub.add_parser("promote", parents=[common], help="the promotion registry (--list)")
+    p.add_argument("--list", action="store_true", help="every promotion, the current one marked")
+    p = sub.add_parser("rollback", parents=[common],
+                       help="make an earlier promotion current (default: the previous one)")
+    p.add_argument("id", nargs="?", help="the promotion to restore, e.g. v1-1a2b3c4d")
     p = sub.add_parser("log", parents=[common], help="the project's event log")
     p.add_argument("--limit", type=int, default=None)
     p = sub.add_parser("demo", parents=[common], help="create the demo project (tiny model)")

@@ -58,6 +58,8 @@ CATALOGUE: dict[str, Code] = {
     "E_NOT_BETTER": Code(EXIT_BLOCKED, "The candidate did not beat the baseline.",
                          "Improve data or training (see metrics/verdict.json), then "
                          "`factory run finetune` and `factory run evaluate`."),
+    "E_NO_PROMOTION": Code(EXIT_BAD_INPUT, "There is no such promotion to make current.",
+                           "`factory promote --list` shows every promotion and which is current."),
     "E_NO_VERDICT": Code(EXIT_BLOCKED, "There is no passing verdict for this checkpoint.",
                          "Run `factory run evaluate` first."),
     "E_VERDICT_STALE": Code(EXIT_BLOCKED, "The verdict was given for a different checkpoint, eval "

@@ -40,3 +40,33 @@ def champion(project: Project, checkpoint_hash: str | None) -> dict | None:
         if promo["checkpoint_hash"] != checkpoint_hash:
             return promo
     return None
+
+
+def rollback(project: Project, target: str | None = None) -> dict:
+    """Make an earlier promotion current again (default: the one before the current one).
+
+    The next evaluate holds candidates to it. Its outputs must still be on disk; the registry keeps
+    every promotion and records the rollback, so nothing is forgotten.
+    """
+    from factory.errors import FactoryError
+    from factory.state import now
+
+    book = read(project)
+    ids = [p["id"] for p in book["promotions"]]
+    if target is None:
+        if book["current"] not in ids or ids.index(book["current"]) == 0:
+            raise FactoryError("E_NO_PROMOTION", "there is no earlier promotion to roll back to",
+                               details={"promotions": ids, "current": book["current"]})
+        target = ids[ids.index(book["current"]) - 1]
+    if target not in ids:
+        raise FactoryError("E_NO_PROMOTION", f"no promotion named {target!r}",
+                           details={"promotions": ids, "current": book["current"]})
+    if not (project.deployed_dir / target).is_dir():
+        raise FactoryError("E_NO_PROMOTION", f"the outputs of {target} are gone from "
+                                             f"models/deployed/{target}",
+                           details={"promotions": ids, "current": book["current"]})
+    book.setdefault("history", []).append({"action": "rollback", "from": book["current"],
+                                           "to": target, "at": now()})
+    book["current"] = target
+    write(project, book)
+    return next(p for p in book["promotions"] if p["id"] == target)

@@ -91,12 +91,14 @@ def test_init_refuses_a_non_empty_directory(tmp_path):
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("command", ["init", "status", "next", "log", "check", "profile"])
+@pytest.mark.parametrize("command", ["init", "status", "next", "log", "check", "profile",
+                                     "promote"])
 def test_non_training_commands_never_import_torch(tmp_path, command):
     project = tmp_path / "p"
     if command != "init":
         factory("init", str(project))
     args = ["init", str(project)] if command == "init" else ["-C", str(project), command]
+    args += ["--list"] if command == "promote" else []
     probe = (f"import sys, json\nfrom factory.cli import main\nrc = main({args!r} + ['--json'])\n"
              f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]), file=sys.stderr)\n")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)

@@ -8,6 +8,7 @@ from factory import demo_data
 from factory.demo import write_data
 
 pytestmark = pytest.mark.e2e
+FAKE_TOKEN = "hf_fakeTokenThatMustNeverBeWritten0123"
 
 
 def read_json(path):
@@ -26,7 +27,7 @@ def test_demo_survives_a_kill_mid_finetune_and_earns_its_deploy(demo_project):
     assert out["next"]["command"] == "factory run finetune"
 
     # 2. The next run continues from the last checkpoint and goes all the way.
-    rc, out = factory("-C", str(demo_project), "run", "--all")
+    rc, out = factory("-C", str(demo_project), "run", "--all", env={"HF_TOKEN": FAKE_TOKEN})
     assert rc == 0, out
     assert out["result"]["state"] == "deployed"
     assert [g["gate"] for g in out["result"]["gates"]] == ["finetune", "evaluate", "deploy"]
@@ -62,6 +63,12 @@ def test_demo_survives_a_kill_mid_finetune_and_earns_its_deploy(demo_project):
     assert read_json(deployed / "deploy-manifest.json")["parity_probes"] == 5
     assert (deployed / "eval-examples.jsonl").read_text().splitlines() == examples
     assert registry["promotions"][-1]["scoring"] == verdict["scoring"]
+    card = (deployed / "README.md").read_text()
+    assert card.startswith("---\nbase_model: \"models/base\"") and "## Evaluation" in card
+    assert "| exact_match (primary) |" in card and "Verdict: **PASSED**" in card
+    leaked = [p for p in demo_project.rglob("*")
+              if p.is_file() and FAKE_TOKEN.encode() in p.read_bytes()]
+    assert leaked == [], "the token from the environment was written to a file"
     rc, out = factory("-C", str(demo_project), "status")
     assert out["result"]["eval"]["passed"] and out["result"]["eval"]["plot"] == \
         "reports/eval-deltas.png"
