@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from agents import base_model, runner, training_progress, training_report
+from agents import base_model, eval_scoring, runner, training_progress, training_report
 from agents.gate import GateContext, GateOutcome
 from factory import splits
 from factory.errors import FactoryError
@@ -25,17 +25,10 @@ def inputs(ctx: GateContext) -> dict[str, str | None]:
                                       "training": cfg.training.model_dump(),
                                       "rewards": [r.model_dump() for r in cfg.rewards]
                                       if uses_rewards else None}),
-        "reward_files": hash_json(reward_files(ctx)) if uses_rewards else None,
+        # GRPO trains on the very rewards evaluation scores with: the same files, hashed alike.
+        "reward_files": hash_json(eval_scoring.reward_files(ctx)) if uses_rewards else None,
         "script": runner.script_hash(name),
     }
-
-
-def reward_files(ctx: GateContext) -> dict[str, str | None]:
-    """Content hashes of the files the rewards read (user reward code, labelled examples)."""
-    from factory.rewards import files_of
-
-    paths = files_of([r.model_dump() for r in ctx.config.rewards])
-    return {p: hash_path(ctx.project.inside(p), ctx.cache) for p in paths}
 
 
 def run(ctx: GateContext) -> GateOutcome:
