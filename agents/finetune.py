@@ -18,8 +18,7 @@ def inputs(ctx: GateContext) -> dict[str, str | None]:
     return {
         "model": base_model.identity(ctx),
         **{f"{split}_split": hash_path(project.split_file(split), ctx.cache)
-           for names in splits.split_names(cfg.training.methods).values()
-           for split in names.values()},
+           for split in splits.training_splits(cfg.training.methods)},
         "training_config": hash_json({"model": cfg.model.model_dump(),
                                       "lora": cfg.lora.model_dump(),
                                       "training": cfg.training.model_dump(),

@@ -56,13 +56,8 @@ def run(ctx: GateContext) -> GateOutcome:
 
 
 def outputs(ctx: GateContext) -> dict[str, str | None]:
-    return {s: hash_path(ctx.project.split_file(s), ctx.cache) for s in split_files(ctx)}
-
-
-def split_files(ctx: GateContext) -> list[str]:
-    """Every train and val split the training plan reads."""
-    return [name for names in splits.split_names(ctx.config.training.methods).values()
-            for name in names.values()]
+    return {s: hash_path(ctx.project.split_file(s), ctx.cache)
+            for s in splits.training_splits(ctx.config.training.methods)}
 
 
 def check_no_leakage(ctx: GateContext, eval_ids: set[str], eval_keys: set[str]) -> None:
@@ -73,7 +68,7 @@ def check_no_leakage(ctx: GateContext, eval_ids: set[str], eval_keys: set[str]) 
     """
     from factory.normalise import conversation_key
 
-    for split in split_files(ctx):
+    for split in splits.training_splits(ctx.config.training.methods):
         path = ctx.project.split_file(split)
         if not path.exists():
             continue

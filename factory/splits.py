@@ -67,3 +67,8 @@ def split_names(methods: list[str]) -> dict[str, dict[str, str]]:
         suffix = f"-{method}" if position else ""
         names[method] = {"train": f"train{suffix}", "val": f"val{suffix}"}
     return names
+
+
+def training_splits(methods: list[str]) -> list[str]:
+    """Every train and val split a training plan reads, first method first."""
+    return [name for names in split_names(methods).values() for name in names.values()]
