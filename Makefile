@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 DEMO_DIR ?= demo
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup setup-llama demo test test-all bench clean
 
 setup: $(VENV)/.installed
 
@@ -17,6 +17,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[train,dev]" "$(TORCH)"
 	touch $@
+
+# Optional: llama.cpp's runtime, for GGUF parity runs by llama.cpp and K-quants (Q4_K_M, ...).
+# It compiles llama.cpp from source: many minutes on a small machine, so CI does not do it.
+setup-llama: setup
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install --quiet -e ".[llama]" "$(TORCH)"
 
 # The demo project through all five gates on the tiny local model (CPU, a few minutes).
 demo: setup

@@ -7,9 +7,10 @@ verdict can never ride on someone else's approval.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
-from agents import base_model, model_card, runner
+from agents import base_model, model_card, push, runner
 from agents.gate import GateContext, GateOutcome
 from factory import registry
 from factory.errors import FactoryError
@@ -18,16 +19,25 @@ from factory.state import now
 
 name = "deploy"
 PARITY_PROBES = 5
+OUTPUT_PATHS = {"ollama": "ollama/Modelfile"}
+
+
+def file_name(project_name: str) -> str:
+    """The project's name as it may appear in a file name or an Ollama model name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", project_name).strip("-.") or "model"
 
 
 def inputs(ctx: GateContext) -> dict[str, str | None]:
     project = ctx.project
-    return {
+    found = {
         "checkpoint": hash_path(project.adapter_dir, ctx.cache),
         "verdict": hash_path(project.metrics_dir / "verdict.json", ctx.cache),
         "deploy_config": hash_json(ctx.config.deploy.model_dump()),
         "script": runner.script_hash(name),
     }
+    if "hub" in ctx.config.deploy.outputs:
+        found["push_script"] = runner.script_hash(push.name)
+    return found
 
 
 def check_verdict(ctx: GateContext) -> dict:
@@ -66,6 +76,10 @@ def run(ctx: GateContext) -> GateOutcome:
         "adapter": project.rel(project.adapter_dir),
         "eval_file": "data/splits/eval.jsonl",
         "outputs": cfg.deploy.outputs,
+        "name": file_name(cfg.name),
+        "gguf": cfg.deploy.gguf.model_dump(),
+        "ollama": {**cfg.deploy.ollama.model_dump(),
+                   "model_name": cfg.deploy.ollama.model_name or file_name(cfg.name).lower()},
         "out_dir": f"models/deployed/{promotion_id}",
         "parity_probes": PARITY_PROBES,
         "max_new_tokens": cfg.eval.max_new_tokens,
@@ -84,12 +98,15 @@ def run(ctx: GateContext) -> GateOutcome:
         "model_identity": verdict.get("model_identity"),
         "scoring": verdict.get("scoring"),
         "metrics": {m: v["candidate"] for m, v in verdict["metrics"].items() if v.get("n")},
-        "outputs": {o: f"models/deployed/{promotion_id}/{o}" for o in cfg.deploy.outputs},
+        "outputs": {o: f"models/deployed/{promotion_id}/{OUTPUT_PATHS.get(o, o)}"
+                    for o in cfg.deploy.outputs if o != "hub"},
         "promoted_at": now(),
     }
     card = model_card.write(project, project.deployed_dir / promotion_id, promotion,
                             cfg.model.name)
     promotion["outputs"]["card"] = project.rel(card)
+    if "hub" in cfg.deploy.outputs:  # a failed push fails the gate before anything is promoted
+        promotion["pushes"] = [push.summary(push.run_for_promotion(ctx, promotion_id))]
     book["promotions"].append(promotion)
     book["current"] = promotion_id
     registry.write(project, book)

@@ -241,6 +241,34 @@ def cmd_rollback(args) -> tuple[dict, dict]:
              "reason": f"candidates are now held to {promotion['id']}"})
 
 
+def cmd_push(args) -> tuple[dict, dict]:
+    from agents import push
+    from factory import pipeline
+    from factory.lock import ProjectLock
+
+    ctx = pipeline.open_context(args.project, say_to_stderr(args))
+    push.hub_settings(ctx.config)
+    promotion = push.resolve_promotion(ctx.project, args.promotion)
+    if args.dry_run:
+        plan = push.dry_run(ctx, promotion)
+        again = "factory push" + (f" --promotion {args.promotion}" if args.promotion else "")
+        if plan["token"] is None:
+            return plan, {"command": None, "reason": f"set HF_TOKEN or run `hf auth login`, "
+                                                     f"then `{again}`"}
+        return plan, {"command": again, "reason": f"upload {len(plan['files'])} files "
+                                                  f"({plan['bytes']} bytes) to "
+                                                  f"{plan['repo_id']}@{plan['revision']}"}
+    with ProjectLock(ctx.project) as lock:
+        ctx.lock_fd = lock.fd
+        record = push.run_for_promotion(ctx, promotion)
+        push.remember(ctx.project, promotion, record)
+    checked = "verified by download and from_pretrained" if record["verified"] \
+        else "not verified (deploy.hub.verify is false)"
+    return record, {"command": "factory status",
+                    "reason": f"{record['repo_id']}@{record['revision']} is at commit "
+                              f"{record['commit'][:12]}, {checked}"}
+
+
 def cmd_log(args) -> tuple[dict, dict]:
     project = Project.open(args.project)
     events = read_events(project, args.limit)
@@ -255,6 +283,17 @@ def cmd_demo(args) -> tuple[dict, dict]:
     info = demo.prepare(target, say=say_to_stderr(args))
     return ({"project": str(target), **info},
             {"command": f"factory -C {target} run --all", "reason": "run every gate"})
+
+
+def cmd_serve(args) -> tuple[dict, dict]:
+    from factory.runtime import serving  # torch, fastapi and uvicorn only once it loads the model
+
+    target = serving.resolve(args.project, model=args.model, promotion=args.promotion)
+    result = serving.serve(target, args.host, args.port, max_new_tokens=args.max_new_tokens,
+                           log_level="warning" if args.quiet else "info")
+    return result, {"command": "factory serve",
+                    "reason": f"the server stopped ({result['stopped_by'] or 'on its own'}); "
+                              "this starts it again"}
 
 
 def data_summary(project: Project) -> dict | None:
@@ -310,7 +349,8 @@ def training_status(project: Project) -> dict | None:
 
 COMMANDS = {"init": cmd_init, "status": cmd_status, "next": cmd_next, "run": cmd_run,
             "log": cmd_log, "demo": cmd_demo, "check": cmd_check, "profile": cmd_profile,
-            "promote": cmd_promote, "rollback": cmd_rollback}
+            "promote": cmd_promote, "rollback": cmd_rollback, "serve": cmd_serve,
+            "push": cmd_push}
 
 
 # --- human output -----------------------------------------------------------------------------
@@ -394,6 +434,17 @@ def human_simple(result: dict) -> None:
         print(f"{key}: {value}")
 
 
+def human_push(result: dict) -> None:
+    for f in result["files"]:
+        print(f"  {f['path_in_repo']:<48} {f['bytes']:>12,}  sha256:{f['sha256'][:12]}")
+    if result.get("dry_run"):
+        token = result["token"] or "none found"
+        print(f"dry run: {len(result['files'])} files, {result['bytes']:,} bytes to "
+              f"{result['repo_id']}@{result['revision']}; token: {token}; nothing was sent")
+    else:
+        print(f"pushed {result['commit_url']}  verified: {result['verified']}")
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -402,7 +453,8 @@ def _fmt(value) -> str:
 
 HUMAN = {"status": human_status, "run": human_run, "log": human_log, "init": human_simple,
          "demo": human_simple, "next": lambda r: None, "check": human_check,
-         "profile": human_profile, "promote": human_promote, "rollback": human_simple}
+         "profile": human_profile, "promote": human_promote, "rollback": human_simple,
+         "serve": human_simple, "push": human_push}
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -455,6 +507,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", parents=[common], help="create the demo project (tiny model)")
     p.add_argument("dir")
     p.add_argument("--name")
+    p = sub.add_parser("push", parents=[common],
+                       help="upload a promoted model to the Hugging Face Hub (deploy.hub)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the exact upload plan; send nothing")
+    p.add_argument("--promotion", metavar="ID", help="push this promotion (default: the current)")
+    p = sub.add_parser("serve", parents=[common],
+                       help="an OpenAI-compatible chat endpoint for the promoted model")
+    p.add_argument("--model", metavar="DIR",
+                   help="serve this model or adapter folder instead (inside the project, or an "
+                        "absolute path)")
+    p.add_argument("--promotion", metavar="ID", help="serve this promotion (default: the current)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; there is no authentication)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N",
+                   help="most tokens per answer; a larger max_tokens is lowered to it")
     return parser
 
 

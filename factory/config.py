@@ -312,9 +312,84 @@ class EvalConfig(_Section):
         return self
 
 
+GgufType = Literal["F32", "F16", "BF16", "Q8_0", "Q5_0", "Q5_1", "Q4_0", "Q4_1",
+                   "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
+HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+
+
+class GgufConfig(_Section):
+    quantizations: list[GgufType] = Field(
+        default_factory=lambda: ["Q8_0"], min_length=1,
+        description="One .gguf file per type. F32/F16/BF16/Q8_0/Q5_x/Q4_x are written with the "
+                    "gguf package; K-quants (Q6_K, Q4_K_M, ...) need llama.cpp's quantizer "
+                    "(llama-cpp-python).")
+    min_agreement: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Share of parity probes whose greedy output must equal the merged model's; "
+                    "null takes the quant type's default (1.0 for F32/F16, lower for quants).")
+
+
+class OllamaConfig(_Section):
+    model_name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._:/_-]*$",
+                                   description="Name for `ollama create`; default: the project "
+                                               "name.")
+    quantization: GgufType | None = Field(None, description="Which GGUF the Modelfile uses (FROM); "
+                                                            "default: the first in gguf.")
+    system: str | None = Field(None, description="SYSTEM prompt baked into the Modelfile.")
+    template: str | None = Field(
+        None, description="A Go TEMPLATE to use as is. By default it is measured from the "
+                          "tokenizer's chat template and checked to render the same text.")
+    parameters: dict[str, int | float | str] = Field(
+        default_factory=lambda: {"temperature": 0.0},
+        description="PARAMETER lines. Stop tokens from the tokenizer are always added.")
+    create: bool = Field(True, description="Run `ollama create` when an ollama binary is on PATH.")
+
+
+class HubConfig(_Section):
+    repo_id: str | None = Field(None, description="Hub repository, owner/name. The token comes "
+                                                  "only from HF_TOKEN or `hf auth login`.")
+    private: bool = Field(True, description="Create the repository private.")
+    revision: str = Field("main", description="Branch to push to.")
+    push: list[Literal["adapter", "merged", "gguf"]] = Field(
+        default_factory=lambda: ["adapter"], min_length=1,
+        description="Which outputs to upload (each must also be in deploy.outputs). The model card "
+                    "always goes along.")
+    verify: bool = Field(True, description="After the upload, download the repository again and "
+                                           "load it with from_pretrained.")
+
+    @model_validator(mode="after")
+    def _repo_id_shape(self) -> "HubConfig":
+        if self.repo_id is not None and not HUB_REPO.match(self.repo_id):
+            raise ValueError(f"repo_id {self.repo_id!r} is not of the form owner/name")
+        return self
+
+
 class DeployConfig(_Section):
-    outputs: list[Literal["adapter", "merged"]] = Field(
-        default_factory=lambda: ["adapter", "merged"], description="What deploy writes.")
+    outputs: list[Literal["adapter", "merged", "gguf", "ollama", "hub"]] = Field(
+        default_factory=lambda: ["adapter", "merged"],
+        description="What deploy writes: adapter, merged (16-bit weights), gguf, ollama "
+                    "(a Modelfile over a GGUF), hub (push to the Hugging Face Hub).")
+    gguf: GgufConfig = Field(default_factory=GgufConfig)
+    ollama: OllamaConfig = Field(default_factory=OllamaConfig)
+    hub: HubConfig = Field(default_factory=HubConfig)
+
+    @model_validator(mode="after")
+    def _outputs_have_what_they_need(self) -> "DeployConfig":
+        needs = {"gguf": "merged", "ollama": "gguf"}
+        for output, needed in needs.items():
+            if output in self.outputs and needed not in self.outputs:
+                raise ValueError(f"output {output!r} is made from {needed!r}: add it to outputs")
+        if "ollama" in self.outputs and self.ollama.quantization not in (
+                None, *self.gguf.quantizations):
+            raise ValueError(f"ollama.quantization {self.ollama.quantization} is not one of "
+                             f"gguf.quantizations")
+        if "hub" in self.outputs:
+            if self.hub.repo_id is None:
+                raise ValueError("output 'hub' needs hub.repo_id")
+            missing = [p for p in self.hub.push if p not in self.outputs]
+            if missing:
+                raise ValueError(f"hub.push names {', '.join(missing)}, not in outputs")
+        return self
 
 
 class HardwareNote(_Section):

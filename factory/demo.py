@@ -26,6 +26,10 @@ DEMO_CONFIG = {
                          "tool_args_exact", "tool_args_valid", "reward:one_call"],
              "primary_metric": "exact_match", "min_delta": 0.05, "confidence": 0.95,
              "guards": {"loss": 0.0}, "max_new_tokens": 48},
+    # Every local output: the F16 GGUF must answer exactly as the merged model does.
+    "deploy": {"outputs": ["adapter", "merged", "gguf", "ollama"],
+               "gguf": {"quantizations": ["F16", "Q8_0"]},
+               "ollama": {"system": "You call tools. Answer with one function call."}},
     # A verifiable reward used as a metric: the answer is exactly one call and nothing else.
     "rewards": [{"name": "one_call", "type": "format_regex", "fullmatch": True,
                  "pattern": r"<start_function_call>call:[a-z_]+\{[^<]*(?:<escape>[^<]*<escape>"

@@ -72,6 +72,18 @@ CATALOGUE: dict[str, Code] = {
                            "`factory run baseline --refreeze` (this invalidates every verdict)."),
     "E_PARITY": Code(EXIT_BLOCKED, "An exported model does not behave like the adapter it came from.",
                      "Read .factory/logs/deploy.log; do not ship the export."),
+    "E_EXPORT": Code(EXIT_CRASHED, "A model could not be exported to the requested format.",
+                     "Read the message: an unsupported architecture or quant type names the "
+                     "output to drop from deploy.outputs (or the package to install)."),
+    "E_HUB": Code(EXIT_CRASHED, "The Hugging Face Hub refused or failed the upload.",
+                  "Check HF_TOKEN (or `hf auth login`) has write access to hub.repo_id, then "
+                  "`factory push --dry-run` to see the plan and `factory push` to retry."),
+    "E_HUB_AUTH": Code(EXIT_BAD_INPUT, "No Hugging Face token was found for the push.",
+                       "Set HF_TOKEN in the environment or run `hf auth login`; the token is "
+                       "never written into the project."),
+    "E_SERVE": Code(EXIT_BAD_INPUT, "There is no model to serve, or the address cannot be used.",
+                    "Deploy a model first (`factory run deploy`) or pass --model <dir>; serve "
+                    "binds to 127.0.0.1 unless --host says otherwise."),
     "E_LOCKED": Code(EXIT_BUSY, "Another factory process is working on this project.",
                      "Wait for it to finish (see `factory status`), or stop that process."),
     "E_SCRIPT_FAILED": Code(EXIT_CRASHED, "The gate's script exited with an error.",

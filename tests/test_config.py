@@ -61,3 +61,23 @@ def test_cross_field_rule(tmp_path):
 def test_committed_json_schema_matches_the_models():
     committed = json.loads((ROOT / "schemas" / "training-config.schema.json").read_text())
     assert committed == json_schema(), "regenerate: python -m factory.config > schemas/training-config.schema.json"
+
+
+@pytest.mark.parametrize("deploy,expected", [
+    ({"outputs": ["adapter", "gguf"]}, "output 'gguf' is made from 'merged'"),
+    ({"outputs": ["merged", "ollama"]}, "output 'ollama' is made from 'gguf'"),
+    ({"outputs": ["merged", "gguf", "ollama"], "gguf": {"quantizations": ["F16"]},
+      "ollama": {"quantization": "Q8_0"}}, "ollama.quantization Q8_0 is not one of"),
+    ({"outputs": ["adapter", "hub"]}, "output 'hub' needs hub.repo_id"),
+    ({"outputs": ["adapter", "hub"], "hub": {"repo_id": "me/m", "push": ["merged"]}},
+     "hub.push names merged, not in outputs"),
+    ({"hub": {"repo_id": "not a repo"}}, "is not of the form owner/name"),
+    ({"gguf": {"quantizations": ["Q3_XL"]}}, "deploy.gguf.quantizations.0"),
+])
+def test_deploy_outputs_name_what_they_need(tmp_path, deploy, expected):
+    config = json.loads((ROOT / "project_template" / "training-config.json").read_text())
+    config["deploy"] = deploy
+    with pytest.raises(FactoryError) as caught:
+        load_config(write(tmp_path, config))
+    assert caught.value.code == "E_CONFIG"
+    assert expected in json.dumps(caught.value.details) + caught.value.message

@@ -4,7 +4,8 @@ import json
 import pytest
 
 from conftest import factory, kill_after_checkpoint
-from factory import demo_data
+from serve_client import ask, running
+from factory import demo_data, funcgemma
 from factory.demo import write_data
 
 pytestmark = pytest.mark.e2e
@@ -63,6 +64,15 @@ def test_demo_survives_a_kill_mid_finetune_and_earns_its_deploy(demo_project):
     assert read_json(deployed / "deploy-manifest.json")["parity_probes"] == 5
     assert (deployed / "eval-examples.jsonl").read_text().splitlines() == examples
     assert registry["promotions"][-1]["scoring"] == verdict["scoring"]
+    manifest = read_json(deployed / "deploy-manifest.json")
+    assert [g["type"] for g in manifest["gguf"]] == ["F16", "Q8_0"]
+    for gguf in manifest["gguf"]:
+        assert (deployed / "gguf" / gguf["file"]).read_bytes()[:4] == b"GGUF"
+        assert gguf["agreement"] >= gguf["min_agreement"]
+    assert manifest["gguf"][0]["agreement"] == 1.0, "F16 answers exactly as the merged model"
+    modelfile = (deployed / "ollama" / "Modelfile").read_text().splitlines()
+    assert "FROM ../gguf/demo-F16.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert manifest["ollama"]["template_checked_on"] == 8
     card = (deployed / "README.md").read_text()
     assert card.startswith("---\nbase_model: \"models/base\"") and "## Evaluation" in card
     assert "| exact_match (primary) |" in card and "Verdict: **PASSED**" in card
@@ -84,7 +94,21 @@ def test_demo_survives_a_kill_mid_finetune_and_earns_its_deploy(demo_project):
     assert [e["to"] for e in events] == ["baselined", "formatted", "finetuned", "evaluated",
                                          "deployed"]
 
-    # 3. A checkpoint changed after its verdict is refused at deploy.
+    # 3. The promoted model answers an eval prompt over an OpenAI-style endpoint, with its
+    #    FunctionGemma call returned as tool_calls.
+    record = json.loads((demo_project / "data" / "splits" / "eval.jsonl").read_text()
+                        .splitlines()[0])
+    with running(project=demo_project) as server:
+        body = ask(server.base_url, record["messages"][:-1], tools=record.get("tools"))
+    assert record["id"] == first["id"] and first["exact_match"] == 1.0
+    _, scored_calls = funcgemma.text_to_openai(first["prediction"])
+    message = body["choices"][0]["message"]
+    assert body["choices"][0]["finish_reason"] == "tool_calls", body
+    assert message["content"] is None
+    assert [c["function"] for c in message["tool_calls"]] == \
+        [c["function"] for c in scored_calls], "the endpoint answers as evaluate scored"
+
+    # 4. A checkpoint changed after its verdict is refused at deploy.
     with open(adapter / "adapter_model.safetensors", "ab") as fh:
         fh.write(b"\0")
     rc, out = factory("-C", str(demo_project), "run", "deploy")
