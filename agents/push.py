@@ -33,20 +33,13 @@ def hub_settings(config: ProjectConfig) -> HubConfig:
 def resolve_promotion(project: Project, promotion_id: str | None) -> str:
     """The promotion to push: the one named, or the current one; its outputs must exist."""
     book = registry.read(project)
-    ids = [p["id"] for p in book["promotions"]]
     wanted = promotion_id or book["current"]
     if wanted is None:
         raise FactoryError("E_NO_PROMOTION", "nothing has been promoted yet, so there is "
                                              "nothing to push",
                            hint="Run `factory run deploy` (it promotes a model whose verdict "
                                 "passed), then `factory push`.")
-    if wanted not in ids:
-        raise FactoryError("E_NO_PROMOTION", f"no promotion named {wanted!r}",
-                           details={"promotions": ids, "current": book["current"]})
-    if not (project.deployed_dir / wanted).is_dir():
-        raise FactoryError("E_NO_PROMOTION", f"the outputs of {wanted} are gone from "
-                                             f"models/deployed/{wanted}",
-                           details={"promotions": ids, "current": book["current"]})
+    registry.require_on_disk(project, book, wanted)
     return wanted
 
 

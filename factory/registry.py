@@ -42,6 +42,20 @@ def champion(project: Project, checkpoint_hash: str | None) -> dict | None:
     return None
 
 
+def require_on_disk(project: Project, book: dict, promotion_id: str) -> None:
+    """E_NO_PROMOTION unless `promotion_id` is in the registry and its outputs are on disk."""
+    from factory.errors import FactoryError
+
+    ids = [p["id"] for p in book["promotions"]]
+    if promotion_id not in ids:
+        raise FactoryError("E_NO_PROMOTION", f"no promotion named {promotion_id!r}",
+                           details={"promotions": ids, "current": book["current"]})
+    if not (project.deployed_dir / promotion_id).is_dir():
+        raise FactoryError("E_NO_PROMOTION", f"the outputs of {promotion_id} are gone from "
+                                             f"models/deployed/{promotion_id}",
+                           details={"promotions": ids, "current": book["current"]})
+
+
 def rollback(project: Project, target: str | None = None) -> dict:
     """Make an earlier promotion current again (default: the one before the current one).
 
@@ -58,13 +72,7 @@ def rollback(project: Project, target: str | None = None) -> dict:
             raise FactoryError("E_NO_PROMOTION", "there is no earlier promotion to roll back to",
                                details={"promotions": ids, "current": book["current"]})
         target = ids[ids.index(book["current"]) - 1]
-    if target not in ids:
-        raise FactoryError("E_NO_PROMOTION", f"no promotion named {target!r}",
-                           details={"promotions": ids, "current": book["current"]})
-    if not (project.deployed_dir / target).is_dir():
-        raise FactoryError("E_NO_PROMOTION", f"the outputs of {target} are gone from "
-                                             f"models/deployed/{target}",
-                           details={"promotions": ids, "current": book["current"]})
+    require_on_disk(project, book, target)
     book.setdefault("history", []).append({"action": "rollback", "from": book["current"],
                                            "to": target, "at": now()})
     book["current"] = target

@@ -237,11 +237,19 @@ def _safetensors(merged_dir: Path):
 def _to_llama_cpp_rope(hf_name: str, array, config):
     # HF rotates halves of each head; llama.cpp's llama rope rotates interleaved pairs, so
     # the q/k rows are reordered (the same permutation llama.cpp's converter applies).
+    return _reorder_rope_rows(hf_name, array, config, _permute)
+
+
+def _from_llama_cpp_rope(hf_name: str, array, config):
+    return _reorder_rope_rows(hf_name, array, config, _unpermute)
+
+
+def _reorder_rope_rows(hf_name: str, array, config, reorder):
     heads = config.num_attention_heads
     if hf_name.endswith("q_proj.weight"):
-        return _permute(array, heads)
+        return reorder(array, heads)
     if hf_name.endswith("k_proj.weight"):
-        return _permute(array, getattr(config, "num_key_value_heads", None) or heads)
+        return reorder(array, getattr(config, "num_key_value_heads", None) or heads)
     return array
 
 
@@ -322,12 +330,3 @@ def _reverse_names(names, config) -> dict[str, str]:
             "self_attn.v_proj.bias", "mlp.gate_proj.weight", "mlp.up_proj.weight",
             "mlp.down_proj.weight")]
     return {names.get_name(hf, try_suffixes=(".weight", ".bias")): hf for hf in candidates}
-
-
-def _from_llama_cpp_rope(hf_name: str, array, config):
-    heads = config.num_attention_heads
-    if hf_name.endswith("q_proj.weight"):
-        return _unpermute(array, heads)
-    if hf_name.endswith("k_proj.weight"):
-        return _unpermute(array, getattr(config, "num_key_value_heads", None) or heads)
-    return array

@@ -258,10 +258,7 @@ def _promotion_target(project, promotion: str | None) -> Target:
         raise FactoryError("E_SERVE", f"nothing is promoted in {project.root}",
                            hint="Deploy a model first (`factory run deploy`), or serve a model "
                                 "folder with `factory serve --model <dir>`.")
-    ids = [p["id"] for p in book["promotions"]]
-    if chosen not in ids:
-        raise FactoryError("E_NO_PROMOTION", f"no promotion named {chosen!r}",
-                           details={"promotions": ids, "current": book["current"]})
+    registry.require_on_disk(project, book, chosen)
     where = project.deployed_dir / chosen
     for output, marker in (("merged", "config.json"), ("adapter", "adapter_config.json")):
         if (where / output / marker).exists():
