@@ -50,9 +50,15 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- output -----------------------------------------------------------------------------------
 
+def _dumps(payload: dict) -> str:
+    # `watch` prints one JSON line per run, so its closing document is one line too.
+    indent = None if payload["command"] == "watch" else 2
+    return json.dumps(payload, indent=indent, ensure_ascii=False, default=str)
+
+
 def emit(args, payload: dict) -> None:
     if args.json:
-        print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        print(_dumps(payload), flush=True)
         return
     human = HUMAN.get(payload["command"])
     if human:
@@ -66,7 +72,7 @@ def emit_error(args, command: str, error: FactoryError) -> int:
     payload = {"ok": False, "command": command, "version": JSON_VERSION, "error": error.to_dict(),
                "next": {"command": None, "reason": error.hint}}
     if getattr(args, "json", False):
-        print(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        print(_dumps(payload), flush=True)
     else:
         print(f"error {error.code}: {error.message}", file=sys.stderr)
         for problem in error.details.get("problems", [])[:10]:
@@ -106,28 +112,16 @@ def cmd_init(args) -> tuple[dict, dict]:
 
 
 def cmd_status(args) -> tuple[dict, dict]:
-    from factory import pipeline
-    from factory.lock import ProjectLock
+    from factory import standing
 
-    ctx = pipeline.open_context(args.project)
-    st = ProjectState.load(ctx.project)
-    views = pipeline.inspect(ctx, st)
-    ctx.cache.save()
-    result = {"project": str(ctx.project.root), "name": ctx.config.name, "state": st.state,
-              "gates": [v.to_dict() for v in views], "training": training_status(ctx.project),
-              "lock": ProjectLock(ctx.project).holder(),
-              "last_error": st.record.get("last_error"), "data": data_summary(ctx.project),
-              "eval": eval_summary(ctx.project)}
-    return result, pipeline.next_action(views, st.state)
+    return standing.project_status(args.project)
 
 
 def cmd_next(args) -> tuple[dict, dict]:
-    from factory import pipeline
+    from factory import standing
 
-    ctx = pipeline.open_context(args.project)
-    st = ProjectState.load(ctx.project)
-    step = pipeline.next_action(pipeline.inspect(ctx, st), st.state)
-    return {"state": st.state, **step}, step
+    step = standing.next_step(args.project)
+    return step, {k: step[k] for k in ("command", "gate", "reason")}
 
 
 def cmd_run(args) -> tuple[dict, dict]:
@@ -144,6 +138,7 @@ def cmd_run(args) -> tuple[dict, dict]:
     results = pipeline.run(ctx, None if args.all else [args.gate], force=args.force)
     st = ProjectState.load(ctx.project)
     step = pipeline.next_action(pipeline.inspect(ctx, st), st.state)
+    ctx.cache.save()
     return {"state": st.state, "gates": results}, step
 
 
@@ -275,6 +270,18 @@ def cmd_log(args) -> tuple[dict, dict]:
     return {"events": events}, {"command": "factory status", "reason": "see where things stand"}
 
 
+def cmd_watch(args) -> tuple[dict, dict]:
+    from factory import watch  # watchdog only for this command
+
+    return watch.run_cli(args)
+
+
+def cmd_ui(args) -> tuple[dict, dict]:
+    from factory import dashboard  # fastapi and uvicorn only for this command
+
+    return dashboard.run_cli(args)
+
+
 def cmd_demo(args) -> tuple[dict, dict]:
     from factory import demo
 
@@ -296,61 +303,10 @@ def cmd_serve(args) -> tuple[dict, dict]:
                               "this starts it again"}
 
 
-def data_summary(project: Project) -> dict | None:
-    """The format gate's report in one line, with where the full report lives."""
-    from factory import datareport
-
-    path = project.metrics_dir / "data-report.json"
-    report = _json_or_none(path)
-    if report is None:
-        return None
-    return {"summary": datareport.summary_line(report), "report": project.rel(path),
-            "human": "reports/data.md", "bad": report.get("bad"),
-            "splits": report.get("splits")}
-
-
-def eval_summary(project: Project) -> dict | None:
-    """The latest verdict in one line, with links to its report and plot."""
-    path = project.metrics_dir / "verdict.json"
-    verdict = _json_or_none(path)
-    if verdict is None:
-        return None
-    return {"passed": verdict.get("passed"), "reason": verdict.get("reason"),
-            "verdict": project.rel(path), "report": verdict.get("report"),
-            "plot": verdict.get("plot"), "checkpoint_hash": verdict.get("checkpoint_hash")}
-
-
-def _json_or_none(path: Path) -> dict | None:
-    # A report being rewritten right now is simply not shown; status must never fail on it.
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def training_status(project: Project) -> dict | None:
-    path = project.training_status_file
-    if not path.exists():
-        return None
-    try:
-        status = json.loads(path.read_text())
-    except ValueError:
-        return None
-    if status.get("running"):
-        from factory.lock import ProjectLock
-
-        if not ProjectLock(project).is_held():
-            status["running"] = False
-            status["interrupted"] = True  # its process is gone without finishing
-    plot = project.root / "reports" / "training.png"
-    status["plot"] = "reports/training.png" if plot.exists() else None
-    return status
-
-
 COMMANDS = {"init": cmd_init, "status": cmd_status, "next": cmd_next, "run": cmd_run,
             "log": cmd_log, "demo": cmd_demo, "check": cmd_check, "profile": cmd_profile,
             "promote": cmd_promote, "rollback": cmd_rollback, "serve": cmd_serve,
-            "push": cmd_push}
+            "push": cmd_push, "watch": cmd_watch, "ui": cmd_ui}
 
 
 # --- human output -----------------------------------------------------------------------------
@@ -454,7 +410,7 @@ def _fmt(value) -> str:
 HUMAN = {"status": human_status, "run": human_run, "log": human_log, "init": human_simple,
          "demo": human_simple, "next": lambda r: None, "check": human_check,
          "profile": human_profile, "promote": human_promote, "rollback": human_simple,
-         "serve": human_simple, "push": human_push}
+         "serve": human_simple, "push": human_push, "watch": human_simple, "ui": human_simple}
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -523,6 +479,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
     p.add_argument("--max-new-tokens", type=int, default=256, metavar="N",
                    help="most tokens per answer; a larger max_tokens is lowered to it")
+    p = sub.add_parser("watch", parents=[common],
+                       help="re-run the pipeline whenever a project's data or config changes")
+    p.add_argument("dirs", nargs="*", metavar="DIR",
+                   help="project directories to watch (default: the -C project, i.e. .)")
+    p.add_argument("--debounce", type=float, default=2.0, metavar="S",
+                   help="wait until nothing has changed for S seconds, then run once "
+                        "(default 2)")
+    p.add_argument("--until", choices=GATES, metavar="GATE",
+                   help="run gates up to and including this one (default: all five)")
+    p.add_argument("--poll", action="store_true",
+                   help="poll the filesystem instead of OS events (network drives, some "
+                        "container mounts)")
+    p = sub.add_parser("ui", parents=[common],
+                       help="a local dashboard: gates, live training, loss curve, verdict")
+    p.add_argument("dir", nargs="?", help="project directory (default: the -C project)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; there is no authentication)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free one)")
     return parser
 
 

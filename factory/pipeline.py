@@ -7,7 +7,6 @@ skipped ("up to date"), as DVC does; --force runs it anyway.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -19,12 +18,11 @@ from factory.errors import FactoryError
 from factory.hashing import HashCache
 from factory.lock import ProjectLock
 from factory.project import Project
-from factory.state import DONE, FAILED, GATES, ProjectState
+from factory.standing import VERDICT_CODES, GateView, next_action  # noqa: F401  (re-exported)
+from factory.state import FAILED, GATES, ProjectState
 
 AGENTS = {"baseline": baseline, "format": format_gate, "finetune": finetune,
           "evaluate": evaluate, "deploy": deploy}
-# Codes that mean "the gate ran and said no": re-running with the same inputs gives the same no.
-VERDICT_CODES = {"E_NOT_BETTER", "E_LEAKAGE"}
 
 
 def open_context(directory: str | Path, say: Callable[[str], None] = lambda s: None,
@@ -33,22 +31,6 @@ def open_context(directory: str | Path, say: Callable[[str], None] = lambda s: N
     config = load_config(project.config_file)
     return GateContext(project, config, HashCache(project.hash_cache_file), say,
                        options=options)
-
-
-@dataclass
-class GateView:
-    name: str
-    status: str               # passed | failed | stale | pending
-    changed: list[str]
-    record: dict
-
-    def to_dict(self) -> dict:
-        view = {"name": self.name, "status": self.status, "changed": self.changed,
-                "finished_at": self.record.get("finished_at"),
-                "summary": self.record.get("summary", {})}
-        if self.record.get("error"):
-            view["error"] = self.record["error"]
-        return view
 
 
 def changes(ctx: GateContext, gate: str, record: dict) -> list[str]:
@@ -140,25 +122,3 @@ def run(ctx: GateContext, gates: list[str] | None, force: bool = False) -> list[
         finally:
             ctx.cache.save()
         return results
-
-
-def next_action(views: list[GateView], state: str) -> dict:
-    """The one command a driver should run now, or why there is none."""
-    for view in views:
-        if view.status == "stale":
-            return {"command": f"factory run {view.name}", "gate": view.name,
-                    "reason": f"{view.name} is stale ({', '.join(view.changed)} changed)"}
-        if view.status == "failed":
-            error = view.record.get("error", {})
-            if error.get("code") in VERDICT_CODES:
-                return {"command": None, "gate": view.name,
-                        "reason": f"{view.name} said no ({error['code']}): {error.get('hint')}"}
-            return {"command": f"factory run {view.name}", "gate": view.name,
-                    "reason": f"{view.name} failed ({error.get('code')}); fix the cause "
-                              f"({error.get('hint')}) and run it again"}
-        if view.status == "pending":
-            return {"command": f"factory run {view.name}", "gate": view.name,
-                    "reason": f"{view.name} is the next gate"}
-    return {"command": None, "gate": None,
-            "reason": f"every gate has passed ({DONE['deploy']}); add data or change the config "
-                      "to go round again"}
