@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections import deque
@@ -20,6 +21,7 @@ from factory.errors import CATALOGUE, FactoryError
 from factory.hashing import hash_bytes
 
 TAIL_LINES = 30
+STOP_GRACE_S = 10  # an interrupted script gets this long to exit before SIGKILL
 
 
 def script_source(template: str) -> str:
@@ -56,18 +58,70 @@ def execute(ctx: GateContext, gate: str) -> None:
     ctx.say(f"[{gate}] running: {' '.join(command[1:])}  (log: {project.rel(log_path)})")
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(command, cwd=project.root, env=_script_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1, pass_fds=_inherited(ctx))
+        # Its own session: a terminal's Ctrl-C reaches only factory, which decides what happens
+        # to the script (`factory watch` lets the running gate finish on a first signal).
+        proc = subprocess.Popen(_dies_with_parent(command), cwd=project.root, env=_script_env(),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                pass_fds=_inherited(ctx), start_new_session=True)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            log.flush()
-            tail.append(line.rstrip("\n"))
-            ctx.say(f"[{gate}] {line.rstrip()}")
-        returncode = proc.wait()
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                tail.append(line.rstrip("\n"))
+                ctx.say(f"[{gate}] {line.rstrip()}")
+            returncode = proc.wait()
+        except BaseException:
+            # KeyboardInterrupt included: the caller records the gate as interrupted, which is
+            # only true once the script has really stopped.
+            _stop(proc)
+            raise
     if returncode != 0:
         raise _script_error(gate, returncode, error_path, log_path, project.rel(log_path), tail)
+
+
+def _dies_with_parent(command: list[str]) -> list[str]:
+    """On Linux, the command behind a tiny launcher that asks the kernel to SIGTERM the script
+    when factory dies (PR_SET_PDEATHSIG survives exec).
+
+    In its own session the script would otherwise outlive a `kill -9` of factory's process
+    group. The launcher sets it in the child itself: a preexec_fn would do the same but is
+    unsafe in a threaded parent such as `factory watch`.
+    """
+    if not sys.platform.startswith("linux"):
+        return command
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *command[1:]]
+
+
+_DIE_WITH_PARENT = """\
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(143)  # factory died before the request took hold
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the script's process group, SIGKILL it after STOP_GRACE_S, and reap it."""
+    _signal_group(proc, signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:  # also when a further interrupt cuts the wait short
+        if proc.poll() is None:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    # The script leads its own process group, so this reaches any workers it started too.
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _inherited(ctx: GateContext) -> tuple[int, ...]:

@@ -90,6 +90,22 @@ def append_line(path: Path, line: str) -> None:
         os.close(fd)
 
 
+def read_appended(path: Path) -> list[dict]:
+    """The JSON lines append_line wrote, in order; a torn last line (a crash mid-append) and a
+    missing file read as nothing rather than failing the reader."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
 def replace_dir(src: Path, dst: Path) -> None:
     """Move a fully written directory into place; the old one is removed only after the new one
     is complete, so an interrupted save never leaves a half-written checkpoint at `dst`."""

@@ -9,10 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import sys
-import traceback
-from importlib.resources import as_file, files
 from pathlib import Path
 
 from factory.errors import EXIT_OK, FactoryError
@@ -40,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         return emit_error(args, command, FactoryError(
             "E_INTERRUPTED", "interrupted; nothing was recorded as done"))
     except Exception as exc:  # never swallowed: reported with its traceback
+        import traceback
+
         traceback.print_exc()
         return emit_error(args, command, FactoryError(
             "E_INTERNAL", f"{type(exc).__name__}: {exc}"))
@@ -95,6 +94,9 @@ def say_to_stderr(args):
 # --- commands ---------------------------------------------------------------------------------
 
 def cmd_init(args) -> tuple[dict, dict]:
+    import shutil
+    from importlib.resources import as_file, files
+
     target = Path(args.dir).resolve()
     if target.exists() and any(target.iterdir()):
         raise FactoryError("E_PROJECT_EXISTS", f"{target} is not empty",

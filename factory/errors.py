@@ -86,6 +86,9 @@ CATALOGUE: dict[str, Code] = {
                     "binds to 127.0.0.1 unless --host says otherwise."),
     "E_LOCKED": Code(EXIT_BUSY, "Another factory process is working on this project.",
                      "Wait for it to finish (see `factory status`), or stop that process."),
+    "E_WATCH": Code(EXIT_CRASHED, "The file watcher could not watch a project's folders.",
+                    "Run `factory watch --poll` (polling works on any filesystem), or raise the "
+                    "inotify limits (sysctl fs.inotify.max_user_watches and max_user_instances)."),
     "E_SCRIPT_FAILED": Code(EXIT_CRASHED, "The gate's script exited with an error.",
                             "Read the log named in the error, fix the cause, and re-run the gate."),
     "E_NAN_LOSS": Code(EXIT_CRASHED, "Training loss became NaN or diverged.",

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from factory import atomic
+from factory import atomic, witness
 
 _CHUNK = 1 << 20
 # Files that never change what a directory means: OS litter and our own temp files.
@@ -44,6 +44,7 @@ class HashCache:
                 self._entries = {}  # a lost cache only costs re-hashing
 
     def file(self, path: Path) -> str:
+        witness.saw(path)
         st = path.stat()
         signature = [st.st_size, st.st_mtime_ns, st.st_ino]
         key = str(path.resolve())
@@ -81,12 +82,14 @@ def hash_path(path: Path, cache: HashCache | None = None) -> str | None:
     """
     path = Path(path)
     cache = cache or HashCache()
+    witness.saw(path)
     if path.is_file():
         return cache.file(path)
     if not path.is_dir():
         return None
     entries = []
     for root, dirs, files in os.walk(path):
+        witness.saw(root)  # a file added to or removed from a folder changes its mtime
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name in _IGNORED_NAMES or name.startswith("."):

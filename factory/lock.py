@@ -3,7 +3,8 @@
 The lock is an advisory `flock` on .factory/lock, so the kernel releases it when its holder dies:
 a SIGKILLed run never leaves a lock that has to be removed by hand. The holder writes its pid and
 command into the file so the refusal can say who holds it. The descriptor is inherited by the gate's
-script, so an orphaned training process keeps the project locked until it really exits.
+script, so a training process keeps the project locked until it really exits (on Linux it is
+also told to stop when its factory process dies: see agents/runner.py).
 """
 from __future__ import annotations
 

@@ -96,6 +96,14 @@ def run_gate(ctx: GateContext, st: ProjectState, gate: str, force: bool = False)
     except FactoryError as error:
         st.record_failure(gate, error, inputs=agent.inputs(ctx))
         raise
+    except KeyboardInterrupt:
+        # Ctrl-C, or a second signal to `factory watch`: the runner has stopped the script, so
+        # the gate is recorded as failed, never as passed; running it again starts it over
+        # (training resumes from its last complete checkpoint).
+        st.record_failure(gate, FactoryError(
+            "E_INTERRUPTED", f"{gate} was interrupted before it finished"),
+            inputs=agent.inputs(ctx))
+        raise
     inputs = agent.inputs(ctx)
     if outcome.error is not None:
         st.record_failure(gate, outcome.error, inputs=inputs, outputs=agent.outputs(ctx))
@@ -105,20 +113,49 @@ def run_gate(ctx: GateContext, st: ProjectState, gate: str, force: bool = False)
     return {"gate": gate, "outcome": "passed", "summary": outcome.summary}
 
 
-def run(ctx: GateContext, gates: list[str] | None, force: bool = False) -> list[dict]:
-    """Run the named gates, or with None every gate from the first not done, under the lock."""
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by KeyboardInterrupt, carrying the gates it completed before that.
+
+    It is still a KeyboardInterrupt, so `factory run` reports it as E_INTERRUPTED as before.
+    """
+
+    def __init__(self, completed: list[dict]):
+        super().__init__()
+        self.completed = completed
+
+
+def todo(st: ProjectState, gates: list[str] | None, until: str | None) -> list[str]:
+    """The named gates, or every gate from the first not done up to `until` (all by default)."""
+    if gates is not None:
+        return list(gates)
+    end = GATES.index(until) + 1 if until else len(GATES)
+    return list(GATES[st.passed:end])
+
+
+def run(ctx: GateContext, gates: list[str] | None, force: bool = False, *,
+        until: str | None = None,
+        should_stop: Callable[[str], bool] | None = None) -> list[dict]:
+    """Run the named gates, or with None every gate from the first not done, under the lock.
+
+    The list is drawn after reconciling, so with `until` a gate that has just turned stale is
+    run again. `should_stop(gate)` is asked before each gate starts; True ends the run there,
+    so a stop request lets the running gate finish and claims nothing that did not run.
+    """
     with ProjectLock(ctx.project) as lock:
         ctx.lock_fd = lock.fd
         st = ProjectState.load(ctx.project)
         reconcile(ctx, st)
-        results = []
-        todo = gates if gates is not None else list(GATES[st.passed:])
+        results: list[dict] = []
         try:
-            for gate in todo:
+            for gate in todo(st, gates, until):
+                if should_stop is not None and should_stop(gate):
+                    break
                 results.append(run_gate(ctx, st, gate, force=force))
         except FactoryError as error:
             error.details.setdefault("completed", results)
             raise
+        except KeyboardInterrupt:
+            raise Interrupted(results) from None
         finally:
             ctx.cache.save()
         return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from factory import witness
 from factory.errors import FactoryError
 
 FACTORY_DIR = ".factory"
@@ -47,6 +48,11 @@ class Project:
     @property
     def training_status_file(self) -> Path:
         return self.factory_dir / "training-status.json"
+
+    @property
+    def training_log_file(self) -> Path:
+        # one JSON line per logged training step: the loss curve `factory ui` draws
+        return self.factory_dir / "training-log.jsonl"
 
     @property
     def frozen_eval_file(self) -> Path:
@@ -117,4 +123,5 @@ def local_model_dir(project: Project, name: str) -> Path | None:
     """
     if name.startswith(("./", "../", "/")) or (project.root / name).exists():
         return project.inside(name)
+    witness.saw(project.root / name)  # a folder of that name appearing later makes it local
     return None

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from factory import status_cache, witness
 from factory.project import Project
 from factory.state import DONE
 
@@ -66,14 +67,29 @@ def next_action(views: list, state: str, lock: dict | None = None) -> dict:
 
 def gate_views(directory: str | Path) -> tuple[Project, dict, str, list[dict]]:
     """(project, state record, config name, each gate's view as a dict)."""
+    project = Project.open(directory)
+    answer = status_cache.lookup(project) or _computed(project)
+    return project, answer["record"], answer["name"], answer["views"]
+
+
+def _computed(project: Project) -> dict:
+    """Views from content hashes, through the agents (this is where pydantic is imported)."""
     from factory import pipeline
     from factory.state import ProjectState
 
-    ctx = pipeline.open_context(directory)
-    st = ProjectState.load(ctx.project)
-    views = [v.to_dict() for v in pipeline.inspect(ctx, st)]
+    with witness.recording(project.root) as seen:
+        for always in (project.config_file, project.state_file, project.registry_file,
+                       project.frozen_eval_file):
+            witness.saw(always)
+        ctx = pipeline.open_context(project.root)
+        st = ProjectState.load(ctx.project)
+        views = [v.to_dict() for v in pipeline.inspect(ctx, st)]
+    seen.pop(str(project.hash_cache_file), None)  # a cache of hashes, not a source of them
     ctx.cache.save()
-    return ctx.project, st.record, ctx.config.name, views
+    answer = {"name": ctx.config.name, "views": views,
+              "record": {"state": st.state, "last_error": st.record.get("last_error")}}
+    status_cache.store(project, answer, seen)
+    return answer
 
 
 def project_status(directory: str | Path) -> tuple[dict, dict]:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 from datetime import datetime, timezone
-from typing import Any
-
-from transitions import EventData, Machine
+from typing import TYPE_CHECKING, Any
 
 from factory import atomic
 from factory.errors import FactoryError
 from factory.project import Project
+
+if TYPE_CHECKING:
+    from transitions import EventData
 
 SCHEMA_VERSION = 1
 GATES = ("baseline", "format", "finetune", "evaluate", "deploy")
@@ -57,6 +58,9 @@ class ProjectState:
     """The persisted record of a project plus the machine that guards its transitions."""
 
     def __init__(self, project: Project, record: dict[str, Any]):
+        # Imported here: status and next read state.json without the machine, in a blink.
+        from transitions import Machine
+
         self.project = project
         self.record = record
         self.machine = Machine(model=self, states=STATES, initial=record["state"],
@@ -147,7 +151,13 @@ class ProjectState:
         for key in ("code", "reason"):
             if kwargs.get(key):
                 entry[key] = kwargs[key]
-        atomic.append_line(self.project.events_file, json.dumps(entry, sort_keys=True))
+        log_event(self.project, entry)
+
+
+def log_event(project: Project, entry: dict) -> None:
+    """Append one entry to events.jsonl: a transition, or something else worth the history,
+    such as one run of `factory watch` (with "kind": "watch")."""
+    atomic.append_line(project.events_file, json.dumps(entry, sort_keys=True))
 
 
 def read_events(project: Project, limit: int | None = None) -> list[dict]:

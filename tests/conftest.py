@@ -11,6 +11,17 @@ from pathlib import Path
 import pytest
 
 FACTORY = str(Path(sys.executable).with_name("factory"))
+CLI_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas" / "cli"
+
+
+def check_shape(payload: dict) -> None:
+    """Every --json document a test sees must match its command's schema in schemas/cli/."""
+    import jsonschema
+
+    name = payload.get("command") if payload.get("ok") is True else "error"
+    path = CLI_SCHEMAS / f"{name}.schema.json"
+    assert path.exists(), f"no JSON Schema for `factory {name} --json` in schemas/cli/"
+    jsonschema.Draft202012Validator(json.loads(path.read_text())).validate(payload)
 
 
 def factory(*args: str, cwd: Path | None = None, timeout: float = 900,
@@ -22,6 +33,7 @@ def factory(*args: str, cwd: Path | None = None, timeout: float = 900,
         payload = json.loads(proc.stdout)
     except ValueError:
         raise AssertionError(f"not JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    check_shape(payload)
     return proc.returncode, payload
 
 
@@ -48,7 +60,10 @@ def chat_project(tmp_path, demo_template) -> Path:
     It uses the demo's tiny local model: the format gate measures token lengths with the
     model's tokenizer, and nothing can be downloaded here.
     """
-    target = tmp_path / "proj"
+    return make_chat_project(tmp_path / "proj", demo_template)
+
+
+def make_chat_project(target: Path, demo_template: Path) -> Path:
     rc, out = factory("init", str(target))
     assert rc == 0, out
     shutil.copytree(demo_template / "models" / "base", target / "models" / "base")
@@ -72,7 +87,7 @@ def wait_for_checkpoint(project, proc, timeout=600):
                 if (c / "trainer_state.json").exists() and (c / "scheduler.pt").exists()]
         if done:
             return done
-        time.sleep(0.5)
+        time.sleep(0.05)
     raise AssertionError("no checkpoint within the timeout")
 
 

@@ -112,6 +112,18 @@ def test_every_error_code_is_documented():
     assert documented == set(CATALOGUE)
 
 
+def test_every_code_has_a_hint_and_a_summary():
+    for code, entry in CATALOGUE.items():
+        assert entry.hint.strip() and entry.summary.strip(), code
+
+
+def test_every_command_has_a_json_schema():
+    from factory.cli import COMMANDS
+
+    shipped = {p.name.split(".")[0] for p in (ROOT / "schemas" / "cli").glob("*.schema.json")}
+    assert shipped == set(COMMANDS) | {"error"}
+
+
 def test_every_raised_code_is_in_the_catalogue():
     sources = [p for d in ("factory", "agents") for p in (ROOT / d).rglob("*.py")]
     raised = {code for p in sources

@@ -360,7 +360,7 @@ def serve(target: Target, host: str = "127.0.0.1", port: int = 8000, *,
         model, tokenizer = load(target)
         app = build_app(model, tokenizer, target.model_id, tool_style=target.tool_style,
                         max_new_tokens=max_new_tokens)
-        stopped_by = _run(app, sock, lambda: say(f"serving {target.model_id} on {url}"),
+        stopped_by = run_app(app, sock, lambda: say(f"serving {target.model_id} on {url}"),
                           log_level)
     finally:
         sock.close()
@@ -378,7 +378,7 @@ def _require(*packages: str) -> None:
                            details={"missing": missing})
 
 
-def _run(app, sock: socket.socket, on_ready: Callable[[], None], log_level: str) -> str | None:
+def run_app(app, sock: socket.socket, on_ready: Callable[[], None], log_level: str) -> str | None:
     import asyncio
     import signal
 

@@ -1,10 +1,13 @@
-"""Live training status in .factory/training-status.json, written atomically at every log step.
+"""Live training status in .factory/training-status.json, written atomically at every log step,
+and its history in .factory/training-log.jsonl, one line appended per log step.
 
-Dashboards and `factory status` poll this file, so it is always complete JSON. A NaN or exploding
-loss stops training here, with the code E_NAN_LOSS, instead of burning hours on a dead run.
+Dashboards and `factory status` poll the status file, so it is always complete JSON; the log is what
+`factory ui` draws the loss curve from. A NaN or exploding loss stops training here, with the code
+E_NAN_LOSS, instead of burning hours on a dead run.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -16,6 +19,7 @@ from transformers import TrainerCallback
 from factory import atomic
 
 DIVERGENCE_FACTOR = 10.0  # loss this many times above its first logged value means divergence
+LOG_NAME = "training-log.jsonl"  # beside the status file: Project.training_log_file
 
 
 def _now() -> str:
@@ -26,6 +30,7 @@ class TrainingStatus(TrainerCallback):
     def __init__(self, path: Path, total_epochs: float, watch_divergence: bool = True,
                  stage: str | None = None):
         self.path = path
+        self.log_path = Path(path).with_name(LOG_NAME)
         self.watch_divergence = watch_divergence
         self.status = {"running": False, "step": 0, "total_steps": 0, "epoch": 0.0,
                        "total_epochs": total_epochs, "loss": None, "learning_rate": None,
@@ -42,6 +47,7 @@ class TrainingStatus(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._t0, self._step0 = time.monotonic(), state.global_step
+        self._restart_log(state.global_step)
         self.write(running=True, step=state.global_step, total_steps=state.max_steps,
                    started_at=_now(), error=None, pid=os.getpid())
 
@@ -56,6 +62,8 @@ class TrainingStatus(TrainerCallback):
                    learning_rate=logs.get("learning_rate", self.status["learning_rate"]),
                    reward=logs.get("reward", self.status["reward"]),
                    eta_seconds=round(eta, 1) if eta is not None else None)
+        if loss is not None or "reward" in logs:  # a training step, not an eval or the summary
+            self._log_step(state, logs)
         if loss is not None:
             self._check_loss(float(loss), control)
 
@@ -64,6 +72,24 @@ class TrainingStatus(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.write(running=False, step=state.global_step, error=self.diverged)
+
+    def _restart_log(self, step: int) -> None:
+        """A fresh run starts the history empty; a resumed one keeps what led to its checkpoint.
+
+        In a chain (stage "2/3 dpo") the earlier stages' lines stay: a finished stage is not
+        trained again, and its curve is part of this run's.
+        """
+        number = _stage_number(self.status["stage"])
+        kept = [row for row in atomic.read_appended(self.log_path)
+                if _stage_number(row.get("stage")) < number
+                or (_stage_number(row.get("stage")) == number and row.get("step", 0) <= step)]
+        atomic.write_jsonl(self.log_path, kept)
+
+    def _log_step(self, state, logs: dict) -> None:
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
+               "loss": logs.get("loss"), "learning_rate": logs.get("learning_rate"),
+               "reward": logs.get("reward"), "stage": self.status["stage"], "at": _now()}
+        atomic.append_line(self.log_path, json.dumps(row, sort_keys=True))
 
     def _check_loss(self, loss: float, control) -> None:
         if self._first_loss is None and math.isfinite(loss):
@@ -75,3 +101,9 @@ class TrainingStatus(TrainerCallback):
             self.diverged = f"loss diverged to {loss:.3g} from {self._first_loss:.3g}"
         if self.diverged:
             control.should_training_stop = True
+
+
+def _stage_number(stage: str | None) -> int:
+    """1 for "1/3 sft" (or no stage: a single-stage run), 2 for "2/3 dpo"."""
+    head = (stage or "").split("/", 1)[0]
+    return int(head) if head.isdigit() else 1
