@@ -5,7 +5,7 @@ import json
 
 from agents import base_model, eval_scoring, runner, training_progress, training_report
 from agents.gate import GateContext, GateOutcome
-from factory import splits
+from factory import atomic, distributed, splits
 from factory.errors import FactoryError
 from factory.hashing import hash_json, hash_path
 
@@ -22,6 +22,7 @@ def inputs(ctx: GateContext) -> dict[str, str | None]:
         "training_config": hash_json({"model": cfg.model.model_dump(),
                                       "lora": cfg.lora.model_dump(),
                                       "training": cfg.training.model_dump(),
+                                      "distributed": cfg.distributed.training_view(),
                                       "rewards": [r.model_dump() for r in cfg.rewards]
                                       if uses_rewards else None}),
         # GRPO trains on the very rewards evaluation scores with: the same files, hashed alike.
@@ -31,22 +32,11 @@ def inputs(ctx: GateContext) -> dict[str, str | None]:
 
 
 def run(ctx: GateContext) -> GateOutcome:
-    project, cfg = ctx.project, ctx.config
+    project = ctx.project
     precheck(ctx)
-    # Checkpoints live under a folder named for these exact inputs: a resumed run can only pick up
-    # a checkpoint of the same data, config and code, never one of an earlier, different run.
-    run_key = hash_json(inputs(ctx))[:12]
-    runner.write_script(ctx, name, {
-        "model": base_model.script_view(ctx),
-        "lora": cfg.lora.model_dump(),
-        "training": cfg.training.model_dump(),
-        "stages": stages(ctx, f"models/runs/{run_key}"),
-        "rewards": [r.model_dump() for r in cfg.rewards],
-        "adapter_dir": project.rel(project.adapter_dir),
-        "stats_file": "metrics/training-stats.json",
-    })
+    write_run_files(ctx)
     with training_progress.shown(ctx, project.training_status_file):
-        runner.execute(ctx, name)
+        runner.execute(ctx, name, argv=distributed.launch_args(ctx.config.distributed))
 
     stats = json.loads((project.metrics_dir / "training-stats.json").read_text())
     plot = training_report.write(project, stats)
@@ -54,7 +44,51 @@ def run(ctx: GateContext) -> GateOutcome:
         summary={**{k: stats.get(k) for k in ("method", "backend", "total_steps", "first_loss",
                                               "final_loss", "eval_loss", "seconds",
                                               "resumed_from")},
+                 "processes": (stats.get("distributed") or {}).get("world_size", 1),
                  "plot": project.rel(plot) if plot else None})
+
+
+def write_run_files(ctx: GateContext) -> None:
+    """scripts/finetune.py and its run config, and scripts/accelerate.json when the run is
+    distributed: everything a person, `factory run finetune` or a cluster job runs."""
+    project, cfg = ctx.project, ctx.config
+    # Checkpoints live under a folder named for these exact inputs: a resumed run can only pick up
+    # a checkpoint of the same data, config and code, never one of an earlier, different run.
+    run_key = hash_json(inputs(ctx))[:12]
+    d = cfg.distributed
+    runner.write_script(ctx, name, {
+        "model": base_model.script_view(ctx),
+        "lora": cfg.lora.model_dump(),
+        "training": cfg.training.model_dump(),
+        "distributed": {"strategy": d.strategy, "world_size": d.world_size},
+        "stages": stages(ctx, f"models/runs/{run_key}"),
+        "rewards": [r.model_dump() for r in cfg.rewards],
+        "adapter_dir": project.rel(project.adapter_dir),
+        "stats_file": "metrics/training-stats.json",
+    })
+    accelerate_file = project.inside(distributed.ACCELERATE_CONFIG)
+    if d.enabled:
+        atomic.write_json(accelerate_file, distributed.accelerate_config(cfg))
+    else:
+        accelerate_file.unlink(missing_ok=True)  # a stale one must not look like it applies
+
+
+def cluster_job(ctx: GateContext) -> dict:
+    """`factory cluster`: the run files plus scripts/finetune.sbatch, for a SLURM cluster that
+    shares this project folder; nothing is trained here."""
+    project = ctx.project
+    write_run_files(ctx)
+    sbatch = project.inside(distributed.SBATCH_FILE)
+    atomic.write_text(sbatch, distributed.sbatch(ctx.config))
+    sbatch.chmod(0o755)
+    project.logs_dir.mkdir(parents=True, exist_ok=True)  # SLURM writes its log there
+    d = ctx.config.distributed
+    return {"script": distributed.SBATCH_FILE, "strategy": d.strategy,
+            "nodes": d.num_machines, "processes": d.world_size,
+            "accelerate_config": distributed.ACCELERATE_CONFIG if d.enabled else None,
+            "launch": ["python", *distributed.cluster_launch_args(d)],
+            "local_launch": ["python", *distributed.launch_args(d)],
+            "submit": f"sbatch {distributed.SBATCH_FILE}"}
 
 
 def stages(ctx: GateContext, run_root: str) -> list[dict]:

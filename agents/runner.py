@@ -43,8 +43,11 @@ def write_script(ctx: GateContext, gate: str, run_config: dict,
     return script, config
 
 
-def execute(ctx: GateContext, gate: str) -> None:
+def execute(ctx: GateContext, gate: str, argv: list[str] | None = None) -> None:
     """Run scripts/<gate>.py in a fresh process, logging to .factory/logs/<gate>.log.
+
+    `argv` is what follows the interpreter when the script runs under a launcher, such as
+    `-m accelerate.commands.launch --config_file ... scripts/finetune.py --config ...`.
 
     A script that fails for a reason it understands writes .factory/logs/<gate>.error.json with a
     catalogue code; otherwise any non-zero exit is E_SCRIPT_FAILED with the log's tail.
@@ -54,10 +57,12 @@ def execute(ctx: GateContext, gate: str) -> None:
     error_path = project.logs_dir / f"{gate}.error.json"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     error_path.unlink(missing_ok=True)
-    command = [sys.executable, f"scripts/{gate}.py", "--config", f"scripts/{gate}.json"]
+    command = [sys.executable,
+               *(argv or [f"scripts/{gate}.py", "--config", f"scripts/{gate}.json"])]
     ctx.say(f"[{gate}] running: {' '.join(command[1:])}  (log: {project.rel(log_path)})")
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     with open(log_path, "w", encoding="utf-8") as log:
+        log.write(f"$ python {' '.join(command[1:])}\n")  # what ran, for a re-run by hand
         # Its own session: a terminal's Ctrl-C reaches only factory, which decides what happens
         # to the script (`factory watch` lets the running gate finish on a first signal).
         proc = subprocess.Popen(_dies_with_parent(command), cwd=project.root, env=_script_env(),

@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from factory.config import ProjectConfig
+from factory.hardware import Hardware
 from factory.hardware import detect as detect_hardware
 from factory.project import Project, local_model_dir
 from factory.splits import split_names
@@ -38,8 +39,10 @@ class Item:
 
 
 def run(project: Project, config: ProjectConfig) -> list[Item]:
+    machine = detect_hardware()
     return [baseline(project), *stage_splits(project, config), *rewards(project, config),
-            packages(), model(project, config), hardware()]
+            packages(), model(project, config), hardware(machine),
+            *distributed(config, machine)]
 
 
 def failed(items: list[Item]) -> list[Item]:
@@ -173,8 +176,8 @@ def _chat_template(folder) -> str | None:
     return template or None
 
 
-def hardware() -> Item:
-    machine = detect_hardware()
+def hardware(machine: Hardware | None = None) -> Item:
+    machine = machine or detect_hardware()
     shown = (f"{machine.ram_gib:.0f} GiB RAM, {machine.cpu_count} CPU cores" if machine.ram_gib
              else "RAM unknown")
     if not machine.gpus:
@@ -183,3 +186,34 @@ def hardware() -> Item:
                     "recommends settings for this machine.")
     listed = ", ".join(f"{name} ({vram:.0f} GiB)" for name, vram in machine.gpus)
     return Item("hardware", "pass", f"{listed}; {shown}")
+
+
+def distributed(config: ProjectConfig, machine: Hardware) -> list[Item]:
+    """Can this machine run the distributed launch the config asks for? (none: no item)"""
+    d = config.distributed
+    if not d.enabled:
+        return []
+    if d.num_machines > 1:
+        return [Item("distributed", "fail", f"distributed.num_machines is {d.num_machines}: "
+                     "one machine cannot start the others",
+                     "Run `factory cluster` and submit scripts/finetune.sbatch to SLURM; "
+                     "`factory run finetune` records the finished job.")]
+    if importlib.util.find_spec("accelerate") is None:
+        return [Item("distributed", "fail", "distributed runs start under `accelerate launch`, "
+                     "and accelerate does not import", "pip install 'accelerate>=1.0'")]
+    if d.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        return [Item("distributed", "fail", "distributed.strategy is deepspeed, and deepspeed "
+                     "does not import", "pip install deepspeed (on the CUDA machine), or use "
+                     "strategy ddp or fsdp")]
+    gpus = len(machine.gpus)
+    if not gpus:
+        if d.strategy != "ddp":
+            return [Item("distributed", "fail", f"distributed.strategy {d.strategy} needs CUDA "
+                         "GPUs and this machine has none",
+                         "Use strategy ddp (CPU processes with gloo) here, or run on GPUs.")]
+        return [Item("distributed", "pass", f"ddp on {d.num_processes} CPU processes (gloo)")]
+    if d.num_processes > gpus:
+        return [Item("distributed", "fail", f"distributed.num_processes is {d.num_processes} "
+                     f"but this machine has {gpus} GPU(s)",
+                     f"Set distributed.num_processes to at most {gpus}.")]
+    return [Item("distributed", "pass", f"{d.strategy} on {d.num_processes} of {gpus} GPU(s)")]

@@ -266,6 +266,15 @@ def cmd_push(args) -> tuple[dict, dict]:
                               f"{record['commit'][:12]}, {checked}"}
 
 
+def cmd_cluster(args) -> tuple[dict, dict]:
+    from factory import pipeline
+
+    job = pipeline.cluster_job(pipeline.open_context(args.project, say_to_stderr(args)))
+    return job, {"command": job["submit"],
+                 "reason": "submit it from the project directory; when the job has finished, "
+                           "`factory run finetune` records its run without training again"}
+
+
 def cmd_log(args) -> tuple[dict, dict]:
     project = Project.open(args.project)
     events = read_events(project, args.limit)
@@ -308,7 +317,7 @@ def cmd_serve(args) -> tuple[dict, dict]:
 COMMANDS = {"init": cmd_init, "status": cmd_status, "next": cmd_next, "run": cmd_run,
             "log": cmd_log, "demo": cmd_demo, "check": cmd_check, "profile": cmd_profile,
             "promote": cmd_promote, "rollback": cmd_rollback, "serve": cmd_serve,
-            "push": cmd_push, "watch": cmd_watch, "ui": cmd_ui}
+            "push": cmd_push, "watch": cmd_watch, "ui": cmd_ui, "cluster": cmd_cluster}
 
 
 # --- human output -----------------------------------------------------------------------------
@@ -493,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poll", action="store_true",
                    help="poll the filesystem instead of OS events (network drives, some "
                         "container mounts)")
+    sub.add_parser("cluster", parents=[common],
+                   help="write scripts/finetune.sbatch: the finetune run as a SLURM job "
+                        "(training-config.json: distributed, distributed.slurm)")
     p = sub.add_parser("ui", parents=[common],
                        help="a local dashboard: gates, live training, loss curve, verdict")
     p.add_argument("dir", nargs="?", help="project directory (default: the -C project)")

@@ -209,6 +209,84 @@ class TrainingConfig(_Section):
         return self
 
 
+_SLURM_WORD = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class DeepSpeedConfig(_Section):
+    zero_stage: Literal[2, 3] = Field(2, description="ZeRO stage: 2 shards optimizer state and "
+                                                     "gradients, 3 the parameters too.")
+    offload_optimizer: Literal["none", "cpu", "nvme"] = Field(
+        "none", description="Where ZeRO keeps optimizer state.")
+    offload_params: Literal["none", "cpu", "nvme"] = Field(
+        "none", description="Where ZeRO-3 keeps parameters (zero_stage 3 only).")
+    gradient_clipping: float = Field(1.0, gt=0, description="Gradient norm clipping.")
+
+    @model_validator(mode="after")
+    def _params_offload_needs_zero3(self) -> "DeepSpeedConfig":
+        if self.offload_params != "none" and self.zero_stage != 3:
+            raise ValueError("distributed.deepspeed.offload_params needs zero_stage 3")
+        return self
+
+
+class FsdpConfig(_Section):
+    sharding: Literal["FULL_SHARD", "SHARD_GRAD_OP"] = Field(
+        "FULL_SHARD", description="What FSDP shards: parameters, gradients and optimizer state "
+                                  "(FULL_SHARD) or gradients and optimizer state only.")
+    cpu_offload: bool = Field(False, description="Keep sharded parameters on the CPU.")
+    activation_checkpointing: bool = Field(False, description="FSDP's own activation "
+                                           "checkpointing (instead of "
+                                           "training.gradient_checkpointing).")
+
+
+class SlurmConfig(_Section):
+    job_name: str | None = Field(None, pattern=_SLURM_WORD,
+                                 description="Job name (default: the project name).")
+    partition: str | None = Field(None, pattern=_SLURM_WORD, description="--partition.")
+    account: str | None = Field(None, pattern=_SLURM_WORD, description="--account.")
+    qos: str | None = Field(None, pattern=_SLURM_WORD, description="--qos.")
+    time: str = Field("04:00:00", pattern=r"^(\d+-)?\d{1,3}(:\d{2}){0,2}$",
+                      description="Wall-clock limit, [days-]hours:minutes:seconds.")
+    cpus_per_task: int = Field(8, ge=1, description="CPU cores per node.")
+    mem: str | None = Field(None, pattern=r"^\d+[KMGT]?$", description="Memory per node, "
+                                                                        "e.g. 200G.")
+
+
+class DistributedConfig(_Section):
+    strategy: Literal["none", "ddp", "deepspeed", "fsdp"] = Field(
+        "none", description="none: one process. ddp, deepspeed, fsdp: the finetune script runs "
+                            "under `accelerate launch` with a generated accelerate config "
+                            "(scripts/accelerate.json); ddp on a machine without CUDA uses the "
+                            "gloo backend on CPU processes.")
+    num_processes: int = Field(2, ge=1, le=1024, description="Processes (GPUs) per machine.")
+    num_machines: int = Field(1, ge=1, le=4096, description="Machines (nodes); above 1, use the "
+                                                            "SLURM script (`factory cluster`).")
+    main_process_port: int = Field(0, ge=0, le=65535, description="Rendezvous port; 0 picks a "
+                                   "free one on a single machine (a cluster job uses 29500).")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "no", description="accelerate's mixed precision; model.dtype still sets the weights.")
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+    fsdp: FsdpConfig = Field(default_factory=FsdpConfig)
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
+
+    @property
+    def enabled(self) -> bool:
+        return self.strategy != "none"
+
+    @property
+    def world_size(self) -> int:
+        return self.num_processes * self.num_machines if self.enabled else 1
+
+    def training_view(self) -> dict:
+        """What changes the training itself (and so the finetune gate's inputs): not where or
+        under which scheduler it runs."""
+        if not self.enabled:
+            return {"strategy": "none"}
+        keep = {"strategy", "num_processes", "num_machines", "mixed_precision"}
+        if self.strategy in ("deepspeed", "fsdp"):
+            keep.add(self.strategy)
+        return self.model_dump(include=keep)
+
+
 class RewardConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$",
                       description="Name of the reward; as an eval metric it is reward:<name>.")
@@ -410,6 +488,10 @@ class ProjectConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig,
+        description="Run finetune on several processes, GPUs or machines under an existing "
+                    "engine (accelerate launch: DDP, DeepSpeed ZeRO-2/3, FSDP; SLURM).")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     rewards: list[RewardConfig] = Field(
@@ -432,12 +514,29 @@ class ProjectConfig(_Section):
             if missing:
                 raise ValueError(f"training.grpo.rewards: no reward named {', '.join(missing)} "
                                  f"in rewards (defined: {', '.join(names)})")
+        self._distributed_fits()
         bad = unknown(self.eval.metrics, set(names))
         if bad:
             raise ValueError(f"eval.metrics: unknown {', '.join(bad)} (built in: "
                              f"{', '.join(DEFAULT_METRICS)}; or {REWARD_PREFIX}<name> of an "
                              f"entry in rewards)")
         return self
+
+
+    def _distributed_fits(self) -> None:
+        d, t = self.distributed, self.training
+        if not d.enabled:
+            return
+        if d.world_size < 2:
+            raise ValueError(f"distributed.strategy {d.strategy} needs at least 2 processes in "
+                             f"all: raise distributed.num_processes or num_machines")
+        if t.backend == "unsloth":
+            raise ValueError("training.backend unsloth runs one process; set distributed."
+                             "strategy none, or training.backend auto or transformers")
+        if self.lora.load_in_4bit and d.strategy in ("deepspeed", "fsdp"):
+            raise ValueError(f"lora.load_in_4bit (QLoRA) with distributed.strategy "
+                             f"{d.strategy} is not supported here; use strategy ddp, or "
+                             f"load_in_4bit false")
 
 
 def json_schema() -> dict:

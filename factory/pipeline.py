@@ -159,3 +159,17 @@ def run(ctx: GateContext, gates: list[str] | None, force: bool = False, *,
         finally:
             ctx.cache.save()
         return results
+
+
+def cluster_job(ctx: GateContext) -> dict:
+    """`factory cluster`: the finetune gate's run files and a SLURM job for them, written under
+    the lock once format has passed and is up to date; the job's run is recorded afterwards by
+    `factory run finetune`, which finds its finished stages."""
+    with ProjectLock(ctx.project):
+        st = ProjectState.load(ctx.project)
+        reconcile(ctx, st)
+        st.require_order("finetune")
+        try:
+            return finetune.cluster_job(ctx)
+        finally:
+            ctx.cache.save()

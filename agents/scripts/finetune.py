@@ -4,6 +4,12 @@ Re-run by hand from the project directory (the factory runs exactly this):
 
     python scripts/finetune.py --config scripts/finetune.json
 
+or, when training-config.json sets distributed.strategy (ddp, deepspeed, fsdp), under accelerate
+with the config the factory wrote beside it (`factory cluster` writes the SLURM job for it):
+
+    accelerate launch --config_file scripts/accelerate.json scripts/finetune.py \
+        --config scripts/finetune.json
+
 Every value comes from scripts/finetune.json, which the factory derives from training-config.json;
 edit training-config.json and run `factory run finetune` rather than editing either file here.
 
@@ -28,6 +34,9 @@ What it does, in order:
                   batch first);
        d. saves the stage's adapter in one atomic step; a finished stage is kept, not trained
           again, when an interrupted run is resumed;
+  Under a launcher every process trains its share of each batch; only the first (rank 0)
+  prints, writes the status file and saves, and the others wait for it before reading a saved
+  adapter.
   3. copies the last stage's adapter to models/checkpoints/lora/ in one atomic step, and writes
      the run's figures to metrics/training-stats.json.
 
@@ -36,6 +45,7 @@ Raises (as .factory/logs/finetune.error.json): E_MODEL_LOAD, E_BACKEND, E_TOO_LO
 """
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -52,8 +62,15 @@ METHODS = {
     # GRPO passes extra columns to the rewards; the id finds the row's tools and tests.
     "grpo": ("GRPOConfig", "GRPOTrainer", ("prompt", "answer", "id")),
 }
+# Set by torch.distributed.run (under `accelerate launch`) in each process; one process alone is 0.
+RANK = int(os.environ.get("RANK", "0"))
 # What "all-linear" means for Unsloth, which wants module names.
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def say(line: str) -> None:
+    if RANK == 0:
+        print(line, flush=True)
 
 
 def main(config_path: str) -> int:
@@ -73,37 +90,41 @@ def train(cfg: dict, root: Path) -> None:
 
     # 1. Hardware, precision and backend.
     on_gpu = torch.cuda.is_available()
-    backend = pick_backend(cfg["training"]["backend"], on_gpu)
+    processes = cfg["distributed"]["world_size"]
+    backend = pick_backend(cfg["training"]["backend"], on_gpu, processes)
     quantized = cfg["lora"]["load_in_4bit"] and on_gpu
-    print(f"device: {'cuda' if on_gpu else 'cpu'}, "
-          f"dtype: {models.pick_dtype(cfg['model']['dtype'])}, backend: {backend}, "
-          f"quantization: {'4-bit NF4 (QLoRA)' if quantized else 'none'}")
+    say(f"device: {'cuda' if on_gpu else 'cpu'}, processes: {processes}, "
+        f"dtype: {models.pick_dtype(cfg['model']['dtype'])}, backend: {backend}, "
+        f"quantization: {'4-bit NF4 (QLoRA)' if quantized else 'none'}")
     if cfg["lora"]["load_in_4bit"] and not on_gpu:
-        print("lora.load_in_4bit is set, but 4-bit loading needs a CUDA GPU: training "
-              "unquantized")
+        say("lora.load_in_4bit is set, but 4-bit loading needs a CUDA GPU: training "
+            "unquantized")
 
     # 2. The stages, each from the adapter the one before it left.
     started = time.monotonic()
     previous, results = None, []
     for number, stage in enumerate(cfg["stages"], 1):
         stage_dir = root / stage["run_dir"]
-        print(f"stage {number}/{len(cfg['stages'])}: {stage['method']}")
+        say(f"stage {number}/{len(cfg['stages'])}: {stage['method']}")
         if (stage_dir / "stats.json").exists() and (stage_dir / "adapter").is_dir():
-            print("  finished by an earlier run; its adapter is kept")
+            say("  finished by an earlier run; its adapter is kept")
             results.append(json.loads((stage_dir / "stats.json").read_text()))
         else:
             results.append(train_stage(cfg, stage, number, root, backend, quantized, previous))
         previous = stage_dir / "adapter"
 
     # 3. The last stage's adapter is the result.
-    publish(previous, root / cfg["adapter_dir"])
-    write_stats(cfg, root, results, backend, quantized, started)
+    if RANK == 0:
+        publish(previous, root / cfg["adapter_dir"])
+        write_stats(cfg, root, results, backend, quantized, started)
 
 
-def pick_backend(requested: str, on_gpu: bool) -> str:
+def pick_backend(requested: str, on_gpu: bool, processes: int) -> str:
     if requested == "transformers":
         return "transformers"
     reason = None if on_gpu else "there is no CUDA GPU"
+    if on_gpu and processes > 1:
+        reason = f"Unsloth trains in one process and this run has {processes}"
     if reason is None:
         try:
             import unsloth  # noqa: F401  (imported before trl and transformers, to patch them)
@@ -139,7 +160,7 @@ def train_stage(cfg: dict, stage: dict, number: int, root: Path, backend: str,
     # GRPO would have to sample completions to evaluate; its progress is the reward, not val loss.
     val_set = (Dataset.from_list([{c: r.get(c) for c in columns} for r in val_rows])
                if val_rows and method != "grpo" else None)
-    print(f"method: {method}, train records: {len(train_rows)}, val records: {len(val_rows)}")
+    say(f"method: {method}, train records: {len(train_rows)}, val records: {len(val_rows)}")
 
     extra, reward_weights = {}, {}
     if method == "grpo":
@@ -167,6 +188,8 @@ def train_stage(cfg: dict, stage: dict, number: int, root: Path, backend: str,
         seed=t["seed"],
         bf16=models.pick_dtype(cfg["model"]["dtype"]) == torch.bfloat16,
         use_cpu=not torch.cuda.is_available(),
+        # LoRA trains every adapter weight in every step: no search for unused ones (DDP).
+        ddp_find_unused_parameters=False,
         report_to="none",
         disable_tqdm=True,
         **stage["method_args"],
@@ -182,7 +205,7 @@ def train_stage(cfg: dict, stage: dict, number: int, root: Path, backend: str,
         processing_class=tokenizer, peft_config=peft_config, callbacks=[status], **extra)
 
     resume = last_complete_checkpoint(run_dir)
-    print(f"resuming from {resume.name}" if resume else "starting fresh")
+    say(f"resuming from {resume.name}" if resume else "starting fresh")
     started = time.monotonic()
     try:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -198,11 +221,13 @@ def train_stage(cfg: dict, stage: dict, number: int, root: Path, backend: str,
 
     # d. The stage's adapter, then its figures (their presence marks the stage finished).
     staging = run_dir / "adapter.partial"
-    save_adapter(trainer, tokenizer, staging)
-    atomic.replace_dir(staging, run_dir / "adapter")
+    save_adapter(trainer, tokenizer, staging, cfg["distributed"]["strategy"])
     stats = stage_stats(method, trainer, result, resume, train_rows, val_rows, started)
-    atomic.write_json(run_dir / "stats.json", stats)
-    print(f"stage {number} done: {result.global_step} steps, train loss "
+    if RANK == 0:
+        atomic.replace_dir(staging, run_dir / "adapter")
+        atomic.write_json(run_dir / "stats.json", stats)
+    trainer.accelerator.wait_for_everyone()  # the next stage loads this adapter in every process
+    say(f"stage {number} done: {result.global_step} steps, train loss "
           f"{result.training_loss:.4f}")
     return stats
 
@@ -255,11 +280,21 @@ def grpo_rewards(cfg: dict, root: Path, train_rows: list[dict]) -> tuple[list, l
         preflight(funcs, train_rows[0])
     except ValueError as exc:  # RewardError included: a missing file, bad labelled examples
         raise ScriptError("E_REWARD", str(exc)) from exc
-    print("rewards: " + ", ".join(f"{f.__name__} x{w}" for f, w in zip(funcs, weights)))
+    say("rewards: " + ", ".join(f"{f.__name__} x{w}" for f, w in zip(funcs, weights)))
     return funcs, weights
 
 
-def save_adapter(trainer, tokenizer, path: Path) -> None:
+def save_adapter(trainer, tokenizer, path: Path, strategy: str) -> None:
+    if strategy in ("deepspeed", "fsdp"):
+        # Sharded weights: every process takes part in gathering them; the trainer writes them
+        # from rank 0, adapters only. TRL's frozen reference copy ("ref") is not the result.
+        trainer.save_model(str(path))
+        if RANK == 0:
+            shutil.rmtree(path / "ref", ignore_errors=True)
+            tokenizer.save_pretrained(str(path))
+        return
+    if RANK != 0:
+        return
     model = trainer.accelerator.unwrap_model(trainer.model)
     # A stage that trains on from an adapter also holds TRL's frozen copy of it ("ref", the
     # DPO/KTO reference); only the trained adapter is the result.
@@ -316,6 +351,7 @@ def write_stats(cfg: dict, root: Path, stages: list[dict], backend: str, quantiz
         "method": "+".join(s["method"] for s in stages),
         "backend": backend,
         "quantization": "4bit" if quantized else None,
+        "distributed": cfg["distributed"],
         "total_steps": sum(s["total_steps"] for s in stages),
         "first_loss": first["first_loss"],
         "final_loss": last["final_loss"],
@@ -326,7 +362,7 @@ def write_stats(cfg: dict, root: Path, stages: list[dict], backend: str, quantiz
                                 "loss_curve", "first_reward", "final_reward", "reward_means")},
         "stages": stages,
     })
-    print(f"done: {' -> '.join(s['method'] for s in stages)}, "
+    say(f"done: {' -> '.join(s['method'] for s in stages)}, "
           f"{sum(s['total_steps'] for s in stages)} steps")
 
 

@@ -31,6 +31,8 @@ class TrainingStatus(TrainerCallback):
                  stage: str | None = None):
         self.path = path
         self.log_path = Path(path).with_name(LOG_NAME)
+        # Under a launcher every process has this callback; the first alone writes the files.
+        self.writer = int(os.environ.get("RANK", "0")) == 0
         self.watch_divergence = watch_divergence
         self.status = {"running": False, "step": 0, "total_steps": 0, "epoch": 0.0,
                        "total_epochs": total_epochs, "loss": None, "learning_rate": None,
@@ -43,7 +45,8 @@ class TrainingStatus(TrainerCallback):
 
     def write(self, **changes) -> None:
         self.status.update(changes, updated_at=_now())
-        atomic.write_json(self.path, self.status)
+        if self.writer:
+            atomic.write_json(self.path, self.status)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._t0, self._step0 = time.monotonic(), state.global_step
@@ -64,7 +67,7 @@ class TrainingStatus(TrainerCallback):
                    eta_seconds=round(eta, 1) if eta is not None else None)
         if loss is not None or "reward" in logs:  # a training step, not an eval or the summary
             self._log_step(state, logs)
-        if loss is not None:
+        if loss is not None:  # every process: the logged loss is their mean, so all stop alike
             self._check_loss(float(loss), control)
 
     def on_save(self, args, state, control, **kwargs):
@@ -79,6 +82,8 @@ class TrainingStatus(TrainerCallback):
         In a chain (stage "2/3 dpo") the earlier stages' lines stay: a finished stage is not
         trained again, and its curve is part of this run's.
         """
+        if not self.writer:
+            return
         number = _stage_number(self.status["stage"])
         kept = [row for row in atomic.read_appended(self.log_path)
                 if _stage_number(row.get("stage")) < number
@@ -86,6 +91,8 @@ class TrainingStatus(TrainerCallback):
         atomic.write_jsonl(self.log_path, kept)
 
     def _log_step(self, state, logs: dict) -> None:
+        if not self.writer:
+            return
         row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
                "loss": logs.get("loss"), "learning_rate": logs.get("learning_rate"),
                "reward": logs.get("reward"), "stage": self.status["stage"], "at": _now()}
