@@ -10,12 +10,20 @@ tens of percent from run to run), against the target of 50,000, and the ratio ag
 alternative this reader replaced (json.loads + a jsonschema validator on the same schema file).
 Then reads trajectory files of 1/4, 1/2 and all of the records under tracemalloc: the peak must
 stay flat as the file grows, since records stream one at a time.
+
+Last, the whole format gate as a user runs it (`factory run format` on a demo project whose raw
+data is the trajectory file; its own script process): dedup, prompt-hash splits, SFT rows, every
+row rendered through the chat template and tokenized, the split files and the report. Its
+records/s and the script's peak RSS, for 1/4 and all of the records. The tokenizer bounds that
+figure, not the reader above.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import random
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -120,5 +128,51 @@ def main() -> None:
               f"; largest/smallest {peaks[-1][1] / peaks[0][1]:.2f}x for 4x the records")
 
 
+FACTORY = str(Path(sys.executable).with_name("factory"))
+
+
+def gate(root: Path, count: int) -> tuple[float, float]:
+    """(records/s of `factory run format`, the script's peak RSS in MB) on `count` records."""
+    project = root / f"gate{count}"
+    quiet = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run([FACTORY, "demo", str(project), "-q", "--json"], **quiet)
+    for old in (project / "data" / "raw").glob("*.jsonl"):
+        old.unlink()
+    write_file(project / "data" / "raw" / "t.jsonl", count)
+    path = project / "training-config.json"
+    cfg = json.loads(path.read_text())
+    # A small frozen eval split keeps the baseline (which generates answers) short.
+    cfg["data"]["split"]["eval"] = max(0.0001, 200 / count)
+    path.write_text(json.dumps(cfg))
+    subprocess.run([FACTORY, "-C", str(project), "run", "baseline", "-q", "--json"], **quiet)
+    # A fresh process runs the gate and reports the peak RSS of its descendants alone (the
+    # factory CLI and the format script), which this process's own children figure would mix
+    # with the baseline's.
+    started = time.perf_counter()
+    measured = subprocess.run(
+        [sys.executable, "-c", MEASURE, FACTORY, "-C", str(project), "run", "format", "-q",
+         "--json"], check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    return count / seconds, int(measured.stdout.strip().splitlines()[-1]) / 1024
+
+
+MEASURE = """\
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def main_gate(count: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [(n, *gate(Path(tmp), n)) for n in (count // 4, count)]
+    print("format gate end to end (factory run format, tokenizing every row): " +
+          ", ".join(f"{n:,} records {rate:,.0f} records/s, peak RSS {mb:.0f} MB"
+                    for n, rate, mb in runs) +
+          f"; RSS largest/smallest {runs[-1][2] / runs[0][2]:.2f}x for 4x the records")
+
+
 if __name__ == "__main__":
     main()
+    main_gate(int(sys.argv[sys.argv.index("--records") + 1]) if "--records" in sys.argv
+              else 200_000)
