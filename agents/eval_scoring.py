@@ -41,12 +41,14 @@ def fingerprint(ctx: GateContext) -> str:
 
 def reward_files(ctx: GateContext) -> dict[str, str | None]:
     """Content hash of every project file a reward reads (a python reward's code, a learned
-    reward's labels): editing one changes the scores as surely as editing the config does.
+    reward's labels, a command reward's program and the files its argv names or it
+    `depends_on`): editing one changes the scores as surely as editing the config does.
     A missing file hashes to None; building the reward then says what is missing."""
     from factory.rewards import files_of  # stdlib only, but only scoring gates need it
 
     specs = [r.model_dump() for r in ctx.config.rewards]
-    return {name: hash_path(ctx.project.inside(name), ctx.cache) for name in files_of(specs)}
+    return {name: hash_path(ctx.project.inside(name), ctx.cache)
+            for name in files_of(specs, ctx.project.root)}
 
 
 def write(ctx: GateContext, gate: str, runs: list[dict]) -> None:

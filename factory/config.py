@@ -291,7 +291,8 @@ class RewardConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$",
                       description="Name of the reward; as an eval metric it is reward:<name>.")
     type: Literal["reference_match", "format_regex", "json_valid", "syntax_valid",
-                  "code_executes", "tool_call_valid", "efficiency", "learned", "python"] = Field(
+                  "code_executes", "tool_call_valid", "efficiency", "learned", "python",
+                  "command"] = Field(
         description="reference_match: the answer equals the example's reference answer (task "
                     "completion; tool calls compared as calls, text after normalisation). "
                     "format_regex: the answer matches `pattern`. json_valid: the answer is JSON. "
@@ -301,12 +302,15 @@ class RewardConfig(_Section):
                     "tools. efficiency: short answers and few tool calls (length against the "
                     "reference, or `budget_tokens` without one). learned: P(desirable) from a "
                     "logistic regression trained on the labelled `examples`. python: "
-                    "`function(answer, context)` from the project's `file`.")
+                    "`function(answer, context)` from the project's `file`. command: the "
+                    "program in `command` is given the answer (see `input`) and prints its "
+                    "score as JSON.")
     weight: float = Field(1.0, ge=0.0, description="Weight in a combined reward.")
     pattern: str | None = Field(None, description="format_regex: the regular expression.")
     fullmatch: bool = Field(False, description="format_regex: the whole answer must match, not "
                                                "just a part of it.")
-    timeout_s: float = Field(5.0, gt=0, le=300, description="code_executes: wall-clock limit.")
+    timeout_s: float = Field(5.0, gt=0, le=300, description="code_executes, command: wall-clock "
+                                                             "limit per answer, in seconds.")
     memory_mb: int = Field(256, ge=32, le=65536, description="code_executes: address-space "
                                                              "limit.")
     budget_tokens: int | None = Field(None, ge=1, description="efficiency: the length (in "
@@ -322,6 +326,28 @@ class RewardConfig(_Section):
     function: str = Field("reward", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                           description="python: the function in `file`, called as "
                                       "function(answer, context) -> number.")
+    command: list[str] | None = Field(
+        None, min_length=1, description="command: the program and its arguments as an argv list "
+                                        "(never a shell string), e.g. [\"python\", "
+                                        "\"rewards/story.py\", \"{file}\"]. A bare name is "
+                                        "looked up on PATH, a relative path from `cwd`. It must "
+                                        "print {\"score\": number, \"details\": ...} or a bare "
+                                        "number on stdout and exit 0.")
+    input: Literal["stdin", "file", "json"] = Field(
+        "stdin", description="command: how the answer reaches it. stdin: the answer text on "
+                             "stdin. file: written to a temp file whose path replaces `{file}` "
+                             "in the arguments. json: on stdin, {\"completion\", \"prompt\", "
+                             "\"reference\", \"id\", \"tools\", \"tests\", \"meta\"}.")
+    cwd: str | None = Field(None, description="command: working directory inside the project "
+                                              "(default: the project root).")
+    depends_on: list[str] = Field(
+        default_factory=list, description="command: project files or folders it reads besides "
+                                          "those its argv names (tests, fixtures); their "
+                                          "content is part of the cache key and makes the "
+                                          "baseline stale when it changes.")
+    cache: bool = Field(True, description="command: reuse the score of an answer already run "
+                                          "with the same command, input and files "
+                                          "(.factory/cache/rewards/).")
 
     @model_validator(mode="after")
     def _pattern_compiles(self) -> "RewardConfig":
@@ -342,14 +368,36 @@ class RewardConfig(_Section):
         if self.type == "learned" and not self.examples:
             raise ValueError("a learned reward needs `examples`: a JSONL file of labelled "
                              "examples inside the project, e.g. rewards/labels.jsonl")
-        for field in ("file", "examples"):
-            value = getattr(self, field)
+        paths = [("file", self.file), ("examples", self.examples), ("cwd", self.cwd),
+                 *(("depends_on", value) for value in self.depends_on)]
+        for field, value in paths:
             # Checked here so the config is refused before any gate runs; build() checks again
             # where the path resolves (a symlink can still point out of the project).
             if value and (value.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", value)
                           or ".." in re.split(r"[/\\]", value)):
                 raise ValueError(f"{field} must be a path relative to the project, with no "
                                  f"'..' part")
+        return self
+
+    @model_validator(mode="after")
+    def _command_is_an_argv(self) -> "RewardConfig":
+        if self.type != "command":
+            return self
+        if not self.command or not self.command[0]:
+            raise ValueError("a command reward needs `command`: the program and its arguments "
+                             "as a list, e.g. [\"python\", \"rewards/story.py\"]")
+        program, arguments = self.command[0], self.command[1:]
+        if ".." in re.split(r"[/\\]", program) and not program.startswith("/"):
+            raise ValueError("command[0] must not leave the project with '..'")
+        if "{file}" in program:
+            raise ValueError("command[0] is the program; `{file}` goes in an argument")
+        has_placeholder = any("{file}" in a for a in arguments)
+        if self.input == "file" and not has_placeholder:
+            raise ValueError("input \"file\" needs `{file}` in an argument of command, where "
+                             "the answer's temp file path goes")
+        if self.input != "file" and has_placeholder:
+            raise ValueError(f"`{{file}}` is replaced only with input \"file\"; input "
+                             f"\"{self.input}\" sends the answer on stdin")
         return self
 
 

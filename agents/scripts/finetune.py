@@ -41,7 +41,8 @@ What it does, in order:
      the run's figures to metrics/training-stats.json.
 
 Raises (as .factory/logs/finetune.error.json): E_MODEL_LOAD, E_BACKEND, E_TOO_LONG, E_REWARD
-(a reward fails its dry run), E_NAN_LOSS (loss NaN or diverging), E_OOM (out of memory).
+(a reward fails its dry run, or during training), E_NAN_LOSS (loss NaN or diverging), E_OOM
+(out of memory).
 """
 import argparse
 import json
@@ -215,6 +216,10 @@ def train_stage(cfg: dict, stage: dict, number: int, root: Path, backend: str,
                                    f"{t['batch_size']}: {str(exc).splitlines()[0]}") from exc
     except Exception as exc:
         status.write(running=False, error=f"{type(exc).__name__}: {exc}")
+        from factory.rewards import RewardError
+
+        if isinstance(exc, RewardError):  # a reward broke mid-run (a command timed out, ...)
+            raise ScriptError("E_REWARD", f"stage {number} ({method}): {exc}") from exc
         raise
     if status.diverged:
         raise ScriptError("E_NAN_LOSS", f"stage {number} ({method}): {status.diverged}")

@@ -5,7 +5,8 @@ KTO labelling, so a model is trained and judged by the very same code. Each rewa
 its entry under `rewards` in training-config.json and called as `reward(answer, context)`, where
 context (`context_of`) holds the example's `reference` answer text, declared `tools`, `tests`,
 the prompt `messages` and the record's `meta`. Built-in rewards return a score in [0, 1]: binary
-ones 0 or 1, soft ones anything between; a user's `python` reward returns any finite number.
+ones 0 or 1, soft ones anything between; a user's `python` reward (or `command`, a program
+the user names, fed the answer as data) returns any finite number.
 
 Standard library only. Model-written code runs in `sandbox`, never in this process; a user's own
 reward file (type python) is imported here, like any other code of the project.
@@ -13,6 +14,7 @@ reward file (type python) is imported here, like any other code of the project.
     base        Reward, RewardError, project files     context     context_of, tests_of
     testrun     answer + tests in the sandbox          efficiency  short answers, few calls
     learned     logistic regression on labels          user        the user's python rewards
+    command     the user's program, cached by input
     signals     combine, group_advantages, kto_labels
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Callable
 
 from factory import toolcalls
 # Modules, not their builder functions, so factory.rewards.learned stays the module.
-from factory.rewards import efficiency, learned, sandbox, testrun, user
+from factory.rewards import command, efficiency, learned, sandbox, testrun, user
 from factory.rewards.base import Reward, RewardError
 from factory.rewards.context import context_of, tests_of
 from factory.rewards.signals import combine, group_advantages, kto_labels
@@ -128,7 +130,7 @@ BUILDERS: dict[str, Callable[[dict], Reward]] = {
 }
 # Rewards that read a file of the project (by these fields of their entry) also get its root.
 FILE_BUILDERS: dict[str, Callable[[dict, Path | None], Reward]] = {
-    "learned": learned.learned, "python": user.python,
+    "learned": learned.learned, "python": user.python, "command": command.command,
 }
 FILE_FIELDS = ("file", "examples")
 
@@ -152,10 +154,20 @@ def build(specs: list[dict], *, root: Path | None = None) -> dict[str, Reward]:
     return built
 
 
-def files_of(specs: list[dict]) -> list[str]:
-    """The project files the rewards read (as written in the config, in order), so whatever
-    fingerprints the rewards can hash their content too: editing a user reward changes scores."""
-    return [spec[field] for spec in specs for field in FILE_FIELDS if spec.get(field)]
+def files_of(specs: list[dict], root: Path | None = None) -> list[str]:
+    """The project files the rewards read (project-relative, in order), so whatever fingerprints
+    the rewards can hash their content too: editing a user reward changes scores.
+
+    A `command` reward's program and the files its argv names can only be told from other
+    arguments by looking at the project, so they are listed only when `root` is given (its
+    `depends_on` always are)."""
+    named = []
+    for spec in specs:
+        named += [spec[field] for field in FILE_FIELDS if spec.get(field)]
+        if spec.get("type") == "command":
+            named += command.files(spec, root) if root is not None else \
+                list(spec.get("depends_on") or [])
+    return named
 
 
 # ------------------------------------------------------------------------------ TRL's interface

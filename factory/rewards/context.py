@@ -9,6 +9,7 @@ sees the same keys whether it judges or trains:
     tests      Python test code for code_executes, or None
     messages   the prompt: every message before the answer
     meta       the raw record's other fields, as the format gate kept them
+    id         the row's id (None when it has none), for rewards that report per example
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def context_of(row: dict) -> dict:
 
         reference = answer_text(messages[-1]).strip()
     return {"reference": reference or "", "tools": row.get("tools"), "tests": tests_of(row),
-            "messages": prompt, "meta": row.get("meta") or {}}
+            "messages": prompt, "meta": row.get("meta") or {}, "id": row.get("id")}
 
 
 def tests_of(row: dict) -> str | None:
