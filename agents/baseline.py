@@ -90,4 +90,6 @@ def _eval_row(example: dict, conversation: list[dict]) -> dict:
            "format": example["format"], "messages": conversation, "meta": example["meta"]}
     if example.get("tools"):
         row["tools"] = example["tools"]
+    if example.get("env") is not None:  # only when named: unlabelled rows stay byte-identical
+        row["env"] = example["env"]
     return row

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 
 from factory import atomic
+from factory.envs import DEFAULT as DEFAULT_ENV
 from factory.hashing import short
 from factory.project import Project
 
@@ -32,6 +33,7 @@ def markdown(verdict: dict, base: dict[str, dict], cand: dict[str, dict]) -> str
              "## Against the base model", ""]
     lines += table(verdict["metrics"], verdict["confidence"], "base")
     lines += credible(verdict["metrics"])
+    lines += per_environment(verdict)
     promoted = verdict.get("promoted")
     if promoted:
         lines += ["", f"## Against promoted {promoted['id']} (policy: {promoted['policy']})", ""]
@@ -77,6 +79,62 @@ def credible(metrics: dict) -> list[str]:
     return lines
 
 
+def per_environment(verdict: dict) -> list[str]:
+    """The primary metric in each environment, the dominance check, then every metric's means.
+
+    Nothing for data without environments: its one implicit environment is the table above."""
+    environments = verdict.get("environments") or {}
+    if set(environments) <= {DEFAULT_ENV}:
+        return []
+    primary, dom = verdict["primary_metric"], verdict["dominance"]
+    promoted = (verdict.get("promoted") or {}).get("environments") or {}
+    lines = ["", "## Per environment", "",
+             f"`{primary}` in each environment. An environment is better or worse when the "
+             f"{verdict['confidence']:.0%} interval of the improvement excludes zero (the Beta "
+             "credible interval of the difference for pass/fail metrics, else the paired "
+             "bootstrap interval).", "",
+             "| environment | n | base | candidate | " + ("promoted | " if promoted else "")
+             + "improvement | interval | outcome |",
+             "|---|---:|---:|---:|" + ("---:|" if promoted else "") + "---:|---|---|"]
+    for env, e in environments.items():
+        c = e["metrics"][primary]
+        if not c.get("n"):
+            lines.append(f"| {_cell(env)} | {e['n']} | – | – | " + ("– | " if promoted else "")
+                         + "– | not applicable | unclear |")
+            continue
+        shown = _promoted_mean(promoted.get(env), primary)
+        low, high = e["difference"]
+        lines.append(f"| {_cell(env)} | {e['n']} | {c['baseline']:.4g} | {c['candidate']:.4g} | "
+                     + (f"{shown} | " if promoted else "")
+                     + f"{c['improvement']:+.4g} | [{low:+.4g}, {high:+.4g}] ({e['interval']}) | "
+                       f"{e['outcome']} |")
+    verdict_line = "dominates" if dom["dominates"] else "does not dominate"
+    lines += ["", f"The candidate **{verdict_line}** the base model across environments "
+                  f"(better: {', '.join(dom['better']) or 'none'}; worse: "
+                  f"{', '.join(dom['worse']) or 'none'}; unclear: "
+                  f"{', '.join(dom['unclear']) or 'none'})"
+                  + ("; the verdict requires it." if dom["required"] else
+                     "; `eval.require_dominance` is off, so this does not decide the verdict."),
+              "", "Every metric per environment (base → candidate, improvement):", "",
+              "| environment | " + " | ".join(verdict["metrics"]) + " |",
+              "|---|" + "---|" * len(verdict["metrics"])]
+    for env, e in environments.items():
+        cells = [f"{c['baseline']:.3g} → {c['candidate']:.3g} ({c['improvement']:+.3g})"
+                 if c.get("n") else "–" for c in e["metrics"].values()]
+        lines.append(f"| {_cell(env)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _promoted_mean(entry: dict | None, primary: str) -> str:
+    # The promoted comparison has the promoted model on its "baseline" side.
+    c = (entry or {}).get("metrics", {}).get(primary) or {}
+    return f"{c['baseline']:.4g}" if c.get("n") else "–"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
 def _rate(interval: list[float]) -> str:
     return f"{interval[0]:.3f} [{interval[1]:.3f}, {interval[2]:.3f}]"
 
@@ -92,7 +150,8 @@ def lost(primary: str, comparison: dict, base: dict[str, dict], cand: dict[str, 
         return ["None."]
     lines = [f"{len(losses)} example(s); the first {min(len(losses), SHOWN_LOSSES)}:", ""]
     for i in losses[:SHOWN_LOSSES]:
-        lines += [f"- `{i}` ({cand[i].get('source') or 'eval'})",
+        env = f", env {cand[i]['env']}" if cand[i].get("env") is not None else ""
+        lines += [f"- `{i}` ({cand[i].get('source') or 'eval'}{env})",
                   f"  - reference: `{_clip(cand[i].get('reference', ''))}`",
                   f"  - base: `{_clip(base[i].get('prediction', ''))}`",
                   f"  - candidate: `{_clip(cand[i].get('prediction', ''))}`"]

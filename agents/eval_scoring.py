@@ -15,10 +15,11 @@ from factory.hashing import hash_bytes, hash_json, hash_path
 TEMPLATE = "score"
 EVAL_FILE = "data/splits/eval.jsonl"
 # The code behind a score besides the script itself: a fix in any of it re-scores the baseline.
-SCORING_CODE = ("runtime/scoring.py", "metrics.py", "toolcalls.py", "funcgemma.py", "methods.py",
-                "rewards/__init__.py", "rewards/sandbox.py", "rewards/_guard.py", "rewards/base.py",
-                "rewards/context.py", "rewards/testrun.py", "rewards/efficiency.py",
-                "rewards/learned.py", "rewards/user.py", "rewards/signals.py")
+SCORING_CODE = ("runtime/scoring.py", "envs.py", "metrics.py", "toolcalls.py", "funcgemma.py",
+                "methods.py", "rewards/__init__.py", "rewards/sandbox.py", "rewards/_guard.py",
+                "rewards/base.py", "rewards/context.py", "rewards/testrun.py",
+                "rewards/efficiency.py", "rewards/learned.py", "rewards/user.py",
+                "rewards/signals.py", "rewards/command.py")
 
 
 def settings(ctx: GateContext) -> dict:

@@ -3,7 +3,9 @@
 The candidate is compared example by example with the baseline and with the model promoted last.
 Against the baseline it passes only if the primary metric improves by at least eval.min_delta, the
 lower bound of its paired-bootstrap interval is above zero, and no guard metric regresses beyond
-its tolerance. Against the promoted model it must be not worse (or better, as configured). The
+its tolerance. Against the promoted model it must be not worse (or better, as configured). Every
+comparison is also given per environment of the eval data (agents.eval_envs), and with
+eval.require_dominance the candidate must be worse in none of them and better in one. The
 verdict records the hashes of the checkpoint, the eval split and the baseline it was given for,
 so deploy can refuse anything that changed since.
 """
@@ -11,8 +13,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from functools import partial
 
-from agents import base_model, eval_report, eval_scoring, runner
+from agents import base_model, eval_envs, eval_report, eval_scoring, runner
 from agents.format import check_no_leakage
 from agents.gate import GateContext, GateOutcome
 from factory import atomic, registry, splits, stats
@@ -66,6 +69,9 @@ def run(ctx: GateContext) -> GateOutcome:
     summary = {"passed": verdict["passed"], "reason": verdict["reason"],
                "report": verdict["report"],
                **{m: v["candidate"] for m, v in verdict["metrics"].items() if "candidate" in v}}
+    if eval_envs.named(verdict["environments"]):  # unlabelled data: the summary as before
+        summary["dominates"] = verdict["dominance"]["dominates"]
+        summary["worse_environments"] = verdict["dominance"]["worse"]
     if verdict["passed"]:
         return GateOutcome(summary=summary)
     return GateOutcome(summary=summary, error=FactoryError(
@@ -130,9 +136,15 @@ def judge(ctx: GateContext, champion: dict | None = None) -> dict:
                                               "examples", hint="Run `factory run baseline` again.")
     metrics = compare_all(base, cand, ev)
     passed, reason = decide(metrics, ev.primary_metric, ev.min_delta, ev.guards)
+    env_of = eval_envs.of_split(project.split_file("eval"))
+    environments = eval_envs.per_env(base, cand, env_of, partial(compare_all, ev=ev),
+                                     ev.primary_metric, metrics)
+    dominance = eval_envs.dominance(environments, ev.primary_metric, ev.require_dominance)
+    passed, reason = eval_envs.decide(dominance, environments, passed, reason)
     promoted = None
     if champion is not None:
-        promoted, passed, reason = judge_promoted(project, champion, cand, ev, passed, reason)
+        promoted, passed, reason = judge_promoted(project, champion, cand, ev, passed, reason,
+                                                  env_of)
     return {
         "passed": passed,
         "reason": reason,
@@ -141,6 +153,8 @@ def judge(ctx: GateContext, champion: dict | None = None) -> dict:
         "confidence": ev.confidence,
         "guards": dict(ev.guards),
         "metrics": metrics,
+        "environments": environments,
+        "dominance": dominance,
         "promoted": promoted,
         "checkpoint_hash": hash_path(project.adapter_dir),
         "eval_split_hash": hash_path(project.split_file("eval")),
@@ -167,8 +181,8 @@ def compare_all(base: dict[str, dict], cand: dict[str, dict], ev) -> dict[str, d
     return out
 
 
-def judge_promoted(project, champion: dict, cand: dict, ev, passed: bool,
-                   reason: str) -> tuple[dict, bool, str]:
+def judge_promoted(project, champion: dict, cand: dict, ev, passed: bool, reason: str,
+                   env_of: dict[str, str]) -> tuple[dict, bool, str]:
     if "skipped" in champion:
         return {**champion, "policy": ev.vs_promoted}, passed, reason
     promoted_rows = _rows(project.root / champion["examples"])
@@ -179,7 +193,10 @@ def judge_promoted(project, champion: dict, cand: dict, ev, passed: bool,
     ok, why = decide_promoted(metrics[ev.primary_metric], ev.primary_metric, ev.vs_promoted,
                               ev.min_delta, ev.promoted_tolerance, champion["id"])
     view = {**champion, "policy": ev.vs_promoted, "metrics": metrics, "passed": ok,
-            "reason": why}
+            "reason": why,
+            "environments": eval_envs.per_env(promoted_rows, cand, env_of,
+                                              partial(compare_all, ev=ev), ev.primary_metric,
+                                              metrics)}
     if not passed:
         return view, False, reason
     return view, ok, reason.removesuffix(" passes") + (f", and {why}" if ok else f", but {why}")

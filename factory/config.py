@@ -428,6 +428,11 @@ class EvalConfig(_Section):
                                                                "promoted model.")
     max_new_tokens: int = Field(64, ge=1, le=8192, description="Generation budget per example.")
     seed: int = 1234
+    require_dominance: bool = Field(
+        False, description="Pass only if the candidate Pareto-dominates the base model across "
+                           "the eval data's environments (records' `env`/`task`): significantly "
+                           "worse on the primary metric in none, significantly better in at "
+                           "least one.")
 
     @model_validator(mode="after")
     def _judged_metrics_are_computed(self) -> "EvalConfig":

@@ -15,7 +15,7 @@ import json
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import ConfigDict, Field, TypeAdapter
 from typing_extensions import NotRequired, TypedDict
@@ -59,6 +59,14 @@ class Message(TypedDict):
 Conversation = Annotated[list[Message], Field(min_length=1)]
 # A prompt or a response may be a plain string or a list of messages, as in TRL's datasets.
 Turns = Union[str, Conversation]
+# The environment (task) a record belongs to: the verdict is also given per environment
+# (factory.envs). Declared on every record, since every kind can give an eval example; a label
+# only, it never changes a record's id or split.
+Env = Annotated[Optional[Annotated[str, Field(min_length=1, max_length=200)]], Field(
+    description="The environment (task) this record belongs to; evaluation reports every "
+                "metric per environment. Absent or null: the implicit environment `default`.")]
+Task = Annotated[Any, Field(description="Read as `env` when `env` is absent, if it is a string; "
+                                        "anything else is kept as metadata.")]
 
 
 class MessagesRecord(TypedDict):
@@ -67,6 +75,8 @@ class MessagesRecord(TypedDict):
     messages: Conversation
     tools: NotRequired[list[dict[str, Any]]]
     reward: NotRequired[float]
+    env: NotRequired[Env]
+    task: NotRequired[Task]
 
 
 class TrajectoryRecord(TypedDict):
@@ -78,6 +88,8 @@ class TrajectoryRecord(TypedDict):
     structural: NotRequired[dict[str, Any]]
     storyResult: NotRequired[dict[str, Any]]
     tools: NotRequired[list[dict[str, Any]]]
+    env: NotRequired[Env]
+    task: NotRequired[Task]
 
 
 # `from` is a Python keyword, so this TypedDict is declared in the functional form.
@@ -96,6 +108,8 @@ class ShareGPTRecord(TypedDict):
     conversations: Annotated[list[ShareGPTTurn], Field(min_length=1)]
     system: NotRequired[str]
     tools: NotRequired[Union[str, list[dict[str, Any]]]]
+    env: NotRequired[Env]
+    task: NotRequired[Task]
 
 
 class AlpacaRecord(TypedDict):
@@ -106,6 +120,8 @@ class AlpacaRecord(TypedDict):
     output: str
     system: NotRequired[str]
     history: NotRequired[list[Annotated[list[str], Field(min_length=2, max_length=2)]]]
+    env: NotRequired[Env]
+    task: NotRequired[Task]
 
 
 class DPORecord(TypedDict):
@@ -115,6 +131,8 @@ class DPORecord(TypedDict):
     prompt: NotRequired[Turns]
     chosen: Turns
     rejected: Turns
+    env: NotRequired[Env]
+    task: NotRequired[Task]
 
 
 class KTORecord(TypedDict):
@@ -123,6 +141,8 @@ class KTORecord(TypedDict):
     prompt: Turns
     completion: Turns
     label: bool
+    env: NotRequired[Env]
+    task: NotRequired[Task]
 
 
 class GRPORecord(TypedDict):
@@ -131,6 +151,8 @@ class GRPORecord(TypedDict):
     prompt: Turns
     completions: Annotated[list[Turns], Field(min_length=2)]
     rewards: Annotated[list[float], Field(min_length=2)]
+    env: NotRequired[Env]
+    task: NotRequired[Task]
 
 
 class PromptRecord(TypedDict):
@@ -138,6 +160,8 @@ class PromptRecord(TypedDict):
     __pydantic_config__ = _RECORD  # type: ignore[misc]
     prompt: Turns
     answer: NotRequired[str]
+    env: NotRequired[Env]
+    task: NotRequired[Task]
 
 
 class TraceToolCall(TypedDict):
@@ -163,6 +187,8 @@ class AgentTraceRecord(TypedDict):
     label: NotRequired[Union[bool, None]]
     reward_score: NotRequired[Union[float, None]]
     system: NotRequired[str]
+    env: NotRequired[Env]
+    task: NotRequired[Task]
 
 
 MODELS: dict[str, type] = {

@@ -8,7 +8,8 @@ Every validated record becomes a dict with a `kind` that says what it can teach:
     group       messages (the prompt), completions and their rewards
     prompt      messages (the prompt) alone, maybe a reference answer, for online GRPO
 
-plus `tools` (tool schemas), `meta` (every other key of the record, kept) and `format`.
+plus `tools` (tool schemas), `meta` (every other key of the record, kept), `format`, and `env`
+when the record names its environment (factory.envs; it stays in `meta` too).
 Messages always have role and content (a string), in that key order; assistant tool calls are
 OpenAI-style with `arguments` as an object, which is what chat templates render.
 
@@ -21,7 +22,7 @@ import hashlib
 import json
 import unicodedata
 
-from factory import funcgemma
+from factory import envs, funcgemma
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system", "function_call": "assistant", "observation": "tool",
@@ -39,6 +40,9 @@ class Invalid(Exception):
 def normalise(record: dict, fmt: str, tool_style: str = "keep") -> dict:
     example = _BUILDERS[fmt](record)
     example["format"] = fmt
+    env = envs.of_record(record)
+    if env is not None:  # set only when named, so unlabelled examples stay exactly as they were
+        example["env"] = env
     if example["kind"] == "chat" and tool_style == "keep":  # the common case, kept cheap
         _check_calls(example["messages"], "messages")
         return example
@@ -371,7 +375,8 @@ def identify(example: dict) -> tuple[str, str]:
     """(content id, prompt key) of an example.
 
     The id is for exact dedup: whitespace at the ends, line endings and Unicode composition do
-    not make two records different; metadata and source never count. The prompt key hashes what
+    not make two records different; metadata, source and environment never count (labelling
+    data with `env` must not move it between splits). The prompt key hashes what
     the model is asked; splits are drawn by it, so one question never sits in both train and
     eval, however many answers it has.
     """

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from factory import status_cache, witness
+from factory import envs, status_cache, witness
 from factory.project import Project
 from factory.state import DONE
 
@@ -133,9 +133,15 @@ def eval_summary(project: Project) -> dict | None:
     verdict = _json_or_none(path)
     if verdict is None:
         return None
-    return {"passed": verdict.get("passed"), "reason": verdict.get("reason"),
-            "verdict": project.rel(path), "report": verdict.get("report"),
-            "plot": verdict.get("plot"), "checkpoint_hash": verdict.get("checkpoint_hash")}
+    summary = {"passed": verdict.get("passed"), "reason": verdict.get("reason"),
+               "verdict": project.rel(path), "report": verdict.get("report"),
+               "plot": verdict.get("plot"), "checkpoint_hash": verdict.get("checkpoint_hash")}
+    dominance = verdict.get("dominance")
+    # Only when the data names environments: otherwise there is one, and the line says it all.
+    if dominance and set(verdict.get("environments") or {}) - {envs.DEFAULT}:
+        summary["dominates"] = dominance.get("dominates")
+        summary["worse_environments"] = dominance.get("worse", [])
+    return summary
 
 
 def training_status(project: Project) -> dict | None:

@@ -9,6 +9,9 @@ The improvement of a metric is oriented so that positive always means "the candi
   * for pass/fail metrics, Beta(1 + passes, 1 + fails) posteriors of each model's pass rate, their
     credible intervals, and the posterior probability that the candidate's rate is higher.
 
+On top of a comparison, `significance` says whether the candidate is better, worse or neither
+(the per-environment outcome), and `dominance` whether it is worse nowhere and better somewhere.
+
 Standard library only: the verdict is given by the factory process, which never imports torch.
 """
 from __future__ import annotations
@@ -215,3 +218,48 @@ def regularized_beta(x: float, a: float, b: float) -> float:
         if abs(c * d - 1.0) < 1e-14:
             break
     return math.exp(log_front) * fraction / a
+
+
+# ------------------------------------------------------------------- significance, dominance
+
+BETTER, WORSE, UNCLEAR = "better", "worse", "unclear"
+
+
+def difference_interval(c: dict) -> tuple[list[float], str]:
+    """The interval of a comparison's improvement (positive = candidate better) that decides
+    whether it is significant, and which interval it is.
+
+    Pass/fail metrics use the Beta credible interval of the difference in pass rates: with the
+    few examples one environment may have, the bootstrap of a handful of 0/1 differences
+    collapses to a point (two losses out of two give [-1, -1]), the posterior does not. Other
+    metrics use the paired bootstrap interval, as the overall verdict does. Both are at
+    eval.confidence.
+    """
+    bayes = c.get("bayes")
+    if bayes:
+        low, high = bayes["difference"]
+        if not c["higher_is_better"]:  # the difference is candidate minus base, in raw units
+            low, high = -high, -low
+        return [low, high], "beta"
+    return [c["ci_low"], c["ci_high"]], "bootstrap"
+
+
+def significance(c: dict) -> str:
+    """BETTER or WORSE when the improvement's interval excludes zero; UNCLEAR otherwise, and
+    where the metric applies to no example."""
+    if not c.get("n"):
+        return UNCLEAR
+    (low, high), _ = difference_interval(c)
+    if low > 0:
+        return BETTER
+    if high < 0:
+        return WORSE
+    return UNCLEAR
+
+
+def dominance(outcomes: dict[str, str]) -> dict:
+    """Pareto dominance across environments: the candidate dominates when it is significantly
+    worse in none and significantly better in at least one."""
+    split = {kind: sorted(env for env, o in outcomes.items() if o == kind)
+             for kind in (BETTER, WORSE, UNCLEAR)}
+    return {"dominates": not split[WORSE] and bool(split[BETTER]), **split}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from factory import envs
 from factory.metrics import BUILTIN
 
 BATCH_SIZE = 16
@@ -78,7 +79,8 @@ def score_examples(model, tokenizer, records: list[dict], *, max_length: int,
         losses = assistant_losses(model, tokenizer, conversations, max_length)
         predictions = greedy_answers(model, tokenizer, conversations, max_new_tokens)
         for record, (loss, tokens), prediction in zip(batch, losses, predictions):
-            row = {"id": record["id"], "source": record.get("source"),
+            # env: so every per-environment figure of the verdict can be recomputed from here
+            row = {"id": record["id"], "source": record.get("source"), "env": envs.of_row(record),
                    "assistant_tokens": tokens, "loss": None if math.isnan(loss) else loss}
             row.update(example_scores(prediction, record, metrics, rewards or {}))
             # Only the configured metrics are kept, so the files hold what the verdict judged.
