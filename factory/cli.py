@@ -78,7 +78,8 @@ def emit_error(args, command: str, error: FactoryError) -> int:
             print(f"  {problem['file']}:{problem['line']}: {problem['field']}: expected "
                   f"{problem['expected']}, found {problem['found']}", file=sys.stderr)
         for field_error in error.details.get("errors", [])[:10]:
-            print(f"  {field_error['field']}: {field_error['expected']}", file=sys.stderr)
+            line = f" (line {field_error['line']})" if "line" in field_error else ""
+            print(f"  {field_error['field']}{line}: {field_error['expected']}", file=sys.stderr)
         if error.details.get("log"):
             print(f"  log: {error.details['log']}", file=sys.stderr)
         print(f"hint: {error.hint}", file=sys.stderr)
@@ -107,10 +108,28 @@ def cmd_init(args) -> tuple[dict, dict]:
     config_path = target / CONFIG_FILE
     config = json.loads(config_path.read_text())
     config["name"] = args.name or target.name
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    if getattr(args, "yaml", False):
+        config_path = _as_yaml(config_path, config)
+    else:
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
     return ({"project": str(target), "config": str(config_path)},
             {"command": f"factory -C {target} run baseline",
              "reason": "put data into data/raw/ and set model.name, then run the first gate"})
+
+
+def _as_yaml(json_path: Path, config: dict) -> Path:
+    """The template's config as factory.yaml instead: the same keys, for people who prefer it."""
+    import yaml
+
+    from factory.project import YAML_CONFIG_FILES
+
+    config.pop("$schema", None)
+    path = json_path.with_name(YAML_CONFIG_FILES[0])
+    head = ("# model-factory project configuration: the same fields as training-config.json\n"
+            "# (schema: schemas/training-config.schema.json).\n")
+    path.write_text(head + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    json_path.unlink()
+    return path
 
 
 def cmd_status(args) -> tuple[dict, dict]:
@@ -154,7 +173,7 @@ def cmd_check(args) -> tuple[dict, dict]:
     except FactoryError as error:
         items = [checklist.Item("config", "fail", error.message, error.hint)]
     else:
-        items = [checklist.Item("config", "pass", "training-config.json is valid"),
+        items = [checklist.Item("config", "pass", f"{project.config_file.name} is valid"),
                  *checklist.run(project, config)]
     shown = [i.to_dict() for i in items]
     failed = checklist.failed(items)
@@ -448,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", parents=[common], help="create a project from the template")
     p.add_argument("dir")
     p.add_argument("--name")
+    p.add_argument("--yaml", action="store_true",
+                   help="write the config as factory.yaml instead of training-config.json")
     sub.add_parser("status", parents=[common], help="where the project stands")
     sub.add_parser("next", parents=[common], help="the next command to run")
     p = sub.add_parser("run", parents=[common], help="run a gate, or --all")

@@ -7,10 +7,11 @@ and never echo the value, which could be a secret.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -601,24 +602,64 @@ def json_schema() -> dict:
 
 
 def load_config(path: Path) -> ProjectConfig:
-    """Read and validate a config file; every problem is reported at once, by field path."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FactoryError("E_NOT_A_PROJECT", f"{path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise FactoryError("E_CONFIG", f"{path}: not valid JSON (line {exc.lineno}, column "
-                                       f"{exc.colno}: {exc.msg})",
-                           details={"file": str(path), "errors": []}) from None
-    raw.pop("$schema", None)
+    """Read and validate a config file, JSON or YAML; every problem is reported at once, by
+    field path, with its line in a YAML file and, for an unknown key, the keys allowed there."""
+    from factory import config_source
+
+    raw, lines = config_source.read(path)
     try:
         return ProjectConfig.model_validate(raw)
     except ValidationError as exc:
-        errors = [{"file": str(path), "field": _dotted(e["loc"]), "expected": e["msg"],
-                   "type": e["type"]} for e in exc.errors(include_input=False, include_url=False)]
-        lines = "; ".join(f"{e['field']}: {e['expected']}" for e in errors)
-        raise FactoryError("E_CONFIG", f"{path}: {len(errors)} invalid field(s): {lines}",
+        errors = [_problem(path, e, lines)
+                  for e in exc.errors(include_input=False, include_url=False)]
+        shown = "; ".join(f"{e['field']}" + (f" (line {e['line']})" if "line" in e else "")
+                          + f": {e['expected']}" for e in errors)
+        raise FactoryError("E_CONFIG", f"{path}: {len(errors)} invalid field(s): {shown}",
                            details={"file": str(path), "errors": errors}) from None
+
+
+def _problem(path: Path, error: dict, lines: dict[tuple, int]) -> dict:
+    loc = tuple(error["loc"])
+    problem = {"file": str(path), "field": _dotted(loc), "expected": error["msg"],
+               "type": error["type"]}
+    if error["type"] == "extra_forbidden":
+        allowed = allowed_keys(loc[:-1])
+        if allowed:
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            problem["allowed"] = allowed
+            problem["expected"] = (f"unknown key{f' (did you mean {close[0]}?)' if close else ''}"
+                                   f"; allowed here: {', '.join(allowed)}")
+    # A validator's error sits on its section; the nearest line above it is the section's.
+    for depth in range(len(loc), 0, -1):
+        if loc[:depth] in lines:
+            problem["line"] = lines[loc[:depth]]
+            break
+    return problem
+
+
+def allowed_keys(loc: tuple) -> list[str]:
+    """The keys the config accepts in the mapping at `loc` (empty: not a section)."""
+    model: type[BaseModel] = ProjectConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a list: the list's item model is already current
+        field = model.model_fields.get(str(part))
+        nested = _model_in(field.annotation) if field else None
+        if nested is None:
+            return []
+        model = nested
+    return list(model.model_fields)
+
+
+def _model_in(annotation) -> type[BaseModel] | None:
+    """The section model an annotation holds: X, X | None, list[X]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _dotted(loc: tuple) -> str:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from factory import atomic
 from factory.config import HardwareNote, ProjectConfig, load_config
 from factory.errors import FactoryError
-from factory.project import Project
+from factory.project import CONFIG_FILE, Project
 
 SMI_QUERY = ["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
 SMI_TIMEOUT_S = 5
@@ -261,6 +261,14 @@ def apply(project: Project, profile: Profile, machine: Hardware,
     """Write the settings and a hardware note into training-config.json, keeping every other key
     and the key order. The result is validated first: an invalid one is refused unwritten."""
     path = project.config_file
+    if path.name != CONFIG_FILE:
+        # Rewriting YAML would drop its comments: the settings are shown to copy in instead.
+        shown = "; ".join(f"{s.field}: {json.dumps(s.recommended)}" for s in settings)
+        raise FactoryError("E_CONFIG_EDIT", f"--apply writes {CONFIG_FILE} only, and this "
+                                            f"project's config is {path.name}",
+                           hint=f"Set these in {path.name} by hand: {shown or 'nothing to change'}",
+                           details={"file": str(path),
+                                    "settings": {s.field: s.recommended for s in settings}})
     raw = _read_raw(path)
     note = HardwareNote(profile=profile.name, detected=machine.describe(),
                         recommended_model=profile.recommended_model,

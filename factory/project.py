@@ -9,6 +9,19 @@ from factory.errors import FactoryError
 
 FACTORY_DIR = ".factory"
 CONFIG_FILE = "training-config.json"
+# The same configuration in YAML: one schema, one validator, either file (never both).
+YAML_CONFIG_FILES = ("factory.yaml", "factory.yml")
+CONFIG_NAMES = (CONFIG_FILE, *YAML_CONFIG_FILES)
+
+
+def config_files(root: Path) -> list[Path]:
+    """The config files present in `root`, in CONFIG_NAMES order."""
+    found = []
+    for name in CONFIG_NAMES:
+        witness.saw(root / name)  # one appearing or vanishing changes every answer
+        if (root / name).is_file():
+            found.append(root / name)
+    return found
 
 
 @dataclass(frozen=True)
@@ -18,10 +31,17 @@ class Project:
     @classmethod
     def open(cls, directory: str | Path) -> "Project":
         root = Path(directory).resolve()
-        if not (root / CONFIG_FILE).is_file():
+        found = config_files(root)
+        if not found:
             raise FactoryError("E_NOT_A_PROJECT",
-                               f"{root} has no {CONFIG_FILE}, so it is not a project",
-                               details={"project": str(root)})
+                               f"{root} has no {CONFIG_FILE} (or {YAML_CONFIG_FILES[0]}), so it "
+                               f"is not a project", details={"project": str(root)})
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            raise FactoryError("E_CONFIG", f"{root} has {names}: one project, one config file",
+                               hint="Keep one of them (they validate against the same schema) "
+                                    "and delete the others.",
+                               details={"file": str(found[0]), "errors": [], "found": names})
         return cls(root)
 
     # --- engine bookkeeping -------------------------------------------------------------------
@@ -69,7 +89,9 @@ class Project:
     # --- user-visible layout ------------------------------------------------------------------
     @property
     def config_file(self) -> Path:
-        return self.root / CONFIG_FILE
+        """training-config.json, or factory.yaml / factory.yml when that is the project's."""
+        found = config_files(self.root)
+        return found[0] if found else self.root / CONFIG_FILE
 
     @property
     def splits_dir(self) -> Path:

@@ -28,7 +28,7 @@ from factory.config import DataConfig, load_config
 from factory.errors import FactoryError
 from factory.hashing import HashCache, hash_path
 from factory.lock import ProjectLock
-from factory.project import CONFIG_FILE, Project
+from factory.project import CONFIG_NAMES, Project
 from factory.state import FAILED, GATES, ProjectState, log_event, now
 
 # Names writers use while a file is incomplete; the rename to the final name is the event.
@@ -61,8 +61,8 @@ class Scope:
 
     def relevant(self, path: str) -> bool:
         full = Path(path)
-        if full == self.root / CONFIG_FILE:
-            return True
+        if full.parent == self.root and full.name in CONFIG_NAMES:
+            return True  # training-config.json, or factory.yaml appearing in its place
         if full != self.raw_dir and self.raw_dir not in full.parents:
             return False
         parts = full.relative_to(self.raw_dir).parts
