@@ -294,6 +294,44 @@ def cmd_cluster(args) -> tuple[dict, dict]:
                            "`factory run finetune` records its run without training again"}
 
 
+def cmd_label(args) -> tuple[dict, dict]:
+    from factory import labels
+    from factory.config import load_config
+
+    project = Project.open(args.project)
+    config = load_config(project.config_file)
+    path = labels.labels_path(project, config.data.raw_dir)
+    labelled = labels.read_labels(path)
+    items = (labels.from_file(project, args.source) if args.source
+             else labels.from_raw(project, config.data))
+    todo = labels.pending(items, labelled)
+    reads_answers = not args.list and (not args.json or not sys.stdin.isatty())
+    if args.json and reads_answers:
+        answers = labels.parse_answers(sys.stdin.read().splitlines(),
+                                       {i.id: i for i in todo}, labelled)
+        with _project_lock(project):
+            for item, good, note in answers:
+                labels.record(path, item, good, note)
+        recorded = {"good": sum(g for _, g, _ in answers),
+                    "bad": sum(not g for _, g, _ in answers), "skipped": 0}
+    elif reads_answers:
+        recorded = labels.session(todo, path, ask=input, show=print,
+                                  lock=lambda: _project_lock(project))
+    else:
+        recorded = {"good": 0, "bad": 0, "skipped": 0}
+    labelled = labels.read_labels(path)
+    left = [i for i in todo if i.id not in labelled]
+    result = {"labels_file": project.rel(path), "recorded": recorded,
+              "labelled": labels.counts(labelled), "pending": len(left),
+              "items": [i.to_dict() for i in left[:args.limit]]}
+    if left:
+        return result, {"command": "factory label", "reason": f"{len(left)} item(s) still "
+                        "have no label"}
+    return result, {"command": "factory run --all", "reason": "every item is labelled; the "
+                    "labels are KTO records in the raw data (and can be a learned reward's "
+                    "examples)"}
+
+
 def cmd_log(args) -> tuple[dict, dict]:
     project = Project.open(args.project)
     events = read_events(project, args.limit)
@@ -336,7 +374,8 @@ def cmd_serve(args) -> tuple[dict, dict]:
 COMMANDS = {"init": cmd_init, "status": cmd_status, "next": cmd_next, "run": cmd_run,
             "log": cmd_log, "demo": cmd_demo, "check": cmd_check, "profile": cmd_profile,
             "promote": cmd_promote, "rollback": cmd_rollback, "serve": cmd_serve,
-            "push": cmd_push, "watch": cmd_watch, "ui": cmd_ui, "cluster": cmd_cluster}
+            "push": cmd_push, "watch": cmd_watch, "ui": cmd_ui, "cluster": cmd_cluster,
+            "label": cmd_label}
 
 
 # --- human output -----------------------------------------------------------------------------
@@ -420,6 +459,18 @@ def human_simple(result: dict) -> None:
         print(f"{key}: {value}")
 
 
+def human_label(result: dict) -> None:
+    r, total = result["recorded"], result["labelled"]
+    print(f"\nrecorded {r['good']} good, {r['bad']} bad ({r['skipped']} skipped) in "
+          f"{result['labels_file']}; {total['good']} good and {total['bad']} bad in all; "
+          f"{result['pending']} still unlabelled")
+
+
+def human_cluster(result: dict) -> None:
+    print(f"wrote {result['script']} ({result['strategy']}, {result['nodes']} node(s), "
+          f"{result['processes']} process(es))")
+
+
 def human_push(result: dict) -> None:
     for f in result["files"]:
         print(f"  {f['path_in_repo']:<48} {f['bytes']:>12,}  sha256:{f['sha256'][:12]}")
@@ -440,7 +491,8 @@ def _fmt(value) -> str:
 HUMAN = {"status": human_status, "run": human_run, "log": human_log, "init": human_simple,
          "demo": human_simple, "next": lambda r: None, "check": human_check,
          "profile": human_profile, "promote": human_promote, "rollback": human_simple,
-         "serve": human_simple, "push": human_push, "watch": human_simple, "ui": human_simple}
+         "serve": human_simple, "push": human_push, "watch": human_simple, "ui": human_simple,
+         "label": human_label, "cluster": human_cluster}
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -523,6 +575,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poll", action="store_true",
                    help="poll the filesystem instead of OS events (network drives, some "
                         "container mounts)")
+    p = sub.add_parser("label", parents=[common],
+                       help="label agent traces or completions good/bad, one at a time "
+                            "(--json: read {\"id\", \"label\"} lines from stdin)")
+    p.add_argument("--from", dest="source", metavar="FILE",
+                   help="label completions from this JSONL file (prompt, completion) instead "
+                        "of the raw data's unlabelled traces")
+    p.add_argument("--list", action="store_true",
+                   help="only show what is still unlabelled; read no answers")
+    p.add_argument("--limit", type=int, default=20, help="items shown in the result (20)")
     sub.add_parser("cluster", parents=[common],
                    help="write scripts/finetune.sbatch: the finetune run as a SLURM job "
                         "(training-config.json: distributed, distributed.slurm)")

@@ -84,6 +84,12 @@ CATALOGUE: dict[str, Code] = {
     "E_SERVE": Code(EXIT_BAD_INPUT, "There is no model to serve, or the address cannot be used.",
                     "Deploy a model first (`factory run deploy`) or pass --model <dir>; serve "
                     "binds to 127.0.0.1 unless --host says otherwise."),
+    "E_CONFIG_EDIT": Code(EXIT_BAD_INPUT, "factory would have to rewrite a config it does not "
+                                          "edit (factory.yaml: its comments would be lost).",
+                          "Copy the settings named in the error into factory.yaml by hand."),
+    "E_LABEL": Code(EXIT_BAD_INPUT, "Labels or the items to label could not be read.",
+                    "Send one JSON object per line, {\"id\": <an id from `factory label --json "
+                    "--list`>, \"label\": \"good\" or \"bad\"}; nothing was recorded."),
     "E_LOCKED": Code(EXIT_BUSY, "Another factory process is working on this project.",
                      "Wait for it to finish (see `factory status`), or stop that process."),
     "E_WATCH": Code(EXIT_CRASHED, "The file watcher could not watch a project's folders.",
