@@ -5,7 +5,7 @@ import json
 
 from agents import base_model, eval_scoring, runner, training_progress, training_report
 from agents.gate import GateContext, GateOutcome
-from factory import atomic, distributed, splits
+from factory import atomic, distributed, splits, tracking
 from factory.errors import FactoryError
 from factory.hashing import hash_json, hash_path
 
@@ -61,6 +61,9 @@ def write_run_files(ctx: GateContext) -> None:
         "lora": cfg.lora.model_dump(),
         "training": cfg.training.model_dump(),
         "distributed": {"strategy": d.strategy, "world_size": d.world_size},
+        # where the trainer sends its per-step metrics (tracking.backend)
+        "report_to": tracking.report_to(cfg),
+        "logging_dir": f"{tracking.TENSORBOARD}/{run_key}",
         "stages": stages(ctx, f"models/runs/{run_key}"),
         "rewards": [r.model_dump() for r in cfg.rewards],
         "adapter_dir": project.rel(project.adapter_dir),

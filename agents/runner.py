@@ -65,7 +65,8 @@ def execute(ctx: GateContext, gate: str, argv: list[str] | None = None) -> None:
         log.write(f"$ python {' '.join(command[1:])}\n")  # what ran, for a re-run by hand
         # Its own session: a terminal's Ctrl-C reaches only factory, which decides what happens
         # to the script (`factory watch` lets the running gate finish on a first signal).
-        proc = subprocess.Popen(_dies_with_parent(command), cwd=project.root, env=_script_env(),
+        proc = subprocess.Popen(_dies_with_parent(command), cwd=project.root,
+                                env=_script_env(ctx.options.get("script_env")),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1,
                                 pass_fds=_inherited(ctx), start_new_session=True)
@@ -135,8 +136,9 @@ def _inherited(ctx: GateContext) -> tuple[int, ...]:
     return (ctx.lock_fd,) if ctx.lock_fd is not None else ()
 
 
-def _script_env() -> dict[str, str]:
-    env = dict(os.environ)
+def _script_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The script's environment: ours, plus what the pipeline adds (a tracking run's id)."""
+    env = {**os.environ, **(extra or {})}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

@@ -536,6 +536,30 @@ class HardwareNote(_Section):
     at: str = Field(description="When it was applied (UTC, ISO 8601).")
 
 
+class TrackingConfig(_Section):
+    backend: Literal["none", "mlflow", "tensorboard"] = Field(
+        "none", description="Log every gate run (params, metrics, artifacts) to MLflow, or the "
+                            "training curves to TensorBoard; also the trainers' report_to.")
+    uri: str | None = Field(None, description="MLflow tracking URI. Default: the file store "
+                            "in the project, .factory/mlruns. A remote server (http, https, "
+                            "databricks, ...) needs allow_remote.")
+    experiment: str | None = Field(None, description="MLflow experiment (default: the project "
+                                                     "name).")
+    allow_remote: bool = Field(False, description="Allow a tracking URI off this machine: the "
+                               "project's params and metrics are sent there.")
+
+    @model_validator(mode="after")
+    def _remote_needs_consent(self) -> "TrackingConfig":
+        scheme = self.uri.split("://", 1)[0].lower() if self.uri and "://" in self.uri else None
+        if scheme not in (None, "file") and not self.allow_remote:
+            raise ValueError(f"tracking.uri {scheme}://... sends the project's metrics off this "
+                             f"machine: set tracking.allow_remote true to allow it")
+        if scheme == "file" or (self.uri and scheme is None and self.uri.startswith("/")):
+            raise ValueError("tracking.uri: a local store goes inside the project; give a "
+                             "relative folder (e.g. .factory/mlruns) or leave it unset")
+        return self
+
+
 class ProjectConfig(_Section):
     name: str = Field(description="Project name, used for output names.")
     model: ModelConfig
@@ -547,6 +571,7 @@ class ProjectConfig(_Section):
         description="Run finetune on several processes, GPUs or machines under an existing "
                     "engine (accelerate launch: DDP, DeepSpeed ZeRO-2/3, FSDP; SLURM).")
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     rewards: list[RewardConfig] = Field(
         default_factory=list, description="Verifiable rewards, usable as eval metrics "

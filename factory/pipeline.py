@@ -13,6 +13,7 @@ from typing import Callable
 from agents import baseline, deploy, evaluate, finetune
 from agents import format as format_gate
 from agents.gate import GateContext
+from factory import tracking
 from factory.config import load_config
 from factory.errors import FactoryError
 from factory.hashing import HashCache
@@ -91,8 +92,40 @@ def run_gate(ctx: GateContext, st: ProjectState, gate: str, force: bool = False)
             in VERDICT_CODES and not changes(ctx, gate, record)):
         raise FactoryError(**record["error"])  # same inputs, same verdict: don't re-run
     ctx.say(f"[{gate}] starting")
+    outcome = _tracked_run(ctx, st, gate)
+    inputs = agent.inputs(ctx)
+    if outcome.error is not None:
+        st.record_failure(gate, outcome.error, inputs=inputs, outputs=agent.outputs(ctx))
+        raise outcome.error
+    st.record_pass(gate, inputs=inputs, outputs=agent.outputs(ctx), summary=outcome.summary)
+    ctx.say(f"[{gate}] passed")
+    return {"gate": gate, "outcome": "passed", "summary": outcome.summary}
+
+
+def _tracked_run(ctx: GateContext, st: ProjectState, gate: str):
+    """The agent's run, logged as one tracking run when `tracking` is on; the gate's script
+    gets the run's id in its environment, so the trainer reports into the same run."""
+    with tracking.gate_run(ctx.project, ctx.config, gate) as tracked:
+        ctx.options["script_env"] = tracked.env if tracked else {}
+        try:
+            outcome = _run_agent(ctx, st, gate)
+        except (FactoryError, KeyboardInterrupt) as stop:
+            if tracked:
+                tracked.finish(ctx.project, gate, "failed", {},
+                               stop if isinstance(stop, FactoryError) else None,
+                               AGENTS[gate].inputs(ctx))
+            raise
+        if tracked:
+            tracked.finish(ctx.project, gate, "failed" if outcome.error else "passed",
+                           outcome.summary, outcome.error, AGENTS[gate].inputs(ctx))
+    return outcome
+
+
+def _run_agent(ctx: GateContext, st: ProjectState, gate: str):
+    """The agent's run; a failure or an interrupt is recorded before it goes on up."""
+    agent = AGENTS[gate]
     try:
-        outcome = agent.run(ctx)
+        return agent.run(ctx)
     except FactoryError as error:
         st.record_failure(gate, error, inputs=agent.inputs(ctx))
         raise
@@ -104,13 +137,6 @@ def run_gate(ctx: GateContext, st: ProjectState, gate: str, force: bool = False)
             "E_INTERRUPTED", f"{gate} was interrupted before it finished"),
             inputs=agent.inputs(ctx))
         raise
-    inputs = agent.inputs(ctx)
-    if outcome.error is not None:
-        st.record_failure(gate, outcome.error, inputs=inputs, outputs=agent.outputs(ctx))
-        raise outcome.error
-    st.record_pass(gate, inputs=inputs, outputs=agent.outputs(ctx), summary=outcome.summary)
-    ctx.say(f"[{gate}] passed")
-    return {"gate": gate, "outcome": "passed", "summary": outcome.summary}
 
 
 class Interrupted(KeyboardInterrupt):

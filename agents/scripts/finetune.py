@@ -191,11 +191,13 @@ def train_stage(cfg: dict, stage: dict, number: int, root: Path, backend: str,
         use_cpu=not torch.cuda.is_available(),
         # LoRA trains every adapter weight in every step: no search for unused ones (DDP).
         ddp_find_unused_parameters=False,
-        report_to="none",
+        report_to=cfg["report_to"],
         disable_tqdm=True,
         **stage["method_args"],
         **reward_weights,
     )
+    if cfg["report_to"] == "tensorboard":  # the curves go to the project, per run and stage
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(root / cfg["logging_dir"] / f"stage-{number}")
     status = TrainingStatus(root / ".factory" / "training-status.json",
                             total_epochs=stage["epochs"],
                             stage=f"{number}/{len(cfg['stages'])} {method}",
