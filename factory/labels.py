@@ -188,10 +188,9 @@ def _answer(completion: Any) -> list[dict]:
 
 
 def _text(message: dict) -> str:
-    content = message.get("content")
-    if isinstance(content, list):  # text parts
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return content or ""
+    from factory.normalise import content_text
+
+    return content_text(message.get("content"))
 
 
 def session(todo: list[Item], path: Path, ask, show, lock) -> dict:

@@ -81,7 +81,7 @@ def _from_sharegpt(record: dict) -> dict:
             messages.append({"role": "assistant", "content": "",
                              "tool_calls": _sharegpt_calls(turn["value"], f"{field}.value")})
         else:
-            messages.append({"role": role, "content": _text(turn["value"])})
+            messages.append({"role": role, "content": content_text(turn["value"])})
         if "weight" in turn:
             messages[-1]["weight"] = turn["weight"]
     _require_answer(messages, "conversations")
@@ -179,7 +179,7 @@ def _messages(raw: list[dict], field: str) -> list[dict]:
         if len(message) == 2 and type(message.get("content")) is str:
             messages.append(message)  # already clean: role and text content, a fresh dict
             continue
-        clean = {"role": message["role"], "content": _text(message.get("content"))}
+        clean = {"role": message["role"], "content": content_text(message.get("content"))}
         for key in ("name", "tool_call_id", "reasoning_content", "weight"):
             if message.get(key) is not None:
                 clean[key] = message[key]
@@ -190,7 +190,8 @@ def _messages(raw: list[dict], field: str) -> list[dict]:
     return messages
 
 
-def _text(content) -> str:
+def content_text(content) -> str:
+    """A message's content as one string: text parts joined, None as empty."""
     if content is None:
         return ""
     if isinstance(content, list):
