@@ -1,7 +1,8 @@
 """What the format gate saw: metrics/data-report.json and its human summary, reports/data.md.
 
-Counts per file and format, rejected records with their reasons, duplicates, the reward filter,
-a reward histogram, token-length percentiles and role/turn statistics. `factory status` shows
+Counts per file and format (and per environment, when records name one), rejected records with
+their reasons, duplicates, the reward filter, a reward histogram, token-length percentiles and
+role/turn statistics. `factory status` shows
 the one-line summary; the JSON keeps everything a driver needs to decide what to fix.
 """
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+
+from factory import envs
 
 PERCENTILES = (50, 90, 95, 99)
 BINS = 10
@@ -22,9 +25,11 @@ class DataStats:
     rewards: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
     tool_calls: int = 0
+    envs: Counter = field(default_factory=Counter)
 
     def add(self, example: dict) -> None:
         self.kinds[example["kind"]] += 1
+        self.envs[envs.name(example.get("env"))] += 1
         messages = example["messages"]
         self.turns.append(len(messages))
         for message in messages:
@@ -80,6 +85,8 @@ def build(tally, stats: DataStats, *, method: str, splits: dict, frozen_eval: in
         "problems": [p.to_dict() for p in tally.problems],
         "notes": tally.notes,
         "kinds": dict(stats.kinds),
+        # valid records per environment (evaluation judges each; see docs/evaluation.md)
+        "environments": dict(sorted(stats.envs.items())),
         "splits": splits,
         "frozen_eval": frozen_eval,
         "hashes": hashes,
@@ -144,6 +151,9 @@ def markdown(report: dict) -> str:
         lines += ["", "First problems:", ""]
         lines += [f"- `{_where(p)}` {p['field']}: expected {p['expected']}, found {p['found']}"
                   for p in report["problems"][:10]]
+    if set(report.get("environments") or {}) - {envs.DEFAULT}:
+        lines += ["", "## Environments", ""]
+        lines += [f"- {env}: {n}" for env, n in report["environments"].items()]
     lines += _distribution("Token lengths", report["tokens"])
     lines += _distribution("Turns per record", report["turns"])
     if report["reward"].get("count"):

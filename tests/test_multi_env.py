@@ -310,6 +310,10 @@ def test_cli_gate_requiring_dominance_fails_when_one_environment_is_worse(demo_p
     assert rc == 3 and out["error"]["code"] == "E_NOT_BETTER", out
     assert "does not dominate across environments" in out["error"]["message"]
     assert "significantly worse in b (" in out["error"]["message"]
+    report = json.loads((demo_project / "metrics" / "data-report.json").read_text())
+    assert set(report["environments"]) == {"a", "b"}
+    assert sum(report["environments"].values()) == report["valid"]
+    assert "## Environments" in (demo_project / "reports" / "data.md").read_text()
 
     verdict = json.loads((demo_project / "metrics" / "verdict.json").read_text())
     skill = verdict["metrics"]["reward:skill"]
