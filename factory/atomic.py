@@ -90,6 +90,15 @@ def append_line(path: Path, line: str) -> None:
         os.close(fd)
 
 
+def read_json(path: Path) -> Any | None:
+    """What write_json wrote, or None when the file is missing or unreadable: a reader polling
+    a file that is being replaced, or one torn by a crash, tries again rather than failing."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def read_appended(path: Path) -> list[dict]:
     """The JSON lines append_line wrote, in order; a torn last line (a crash mid-append) and a
     missing file read as nothing rather than failing the reader."""

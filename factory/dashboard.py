@@ -13,7 +13,6 @@ ready line, stopping on SIGINT/SIGTERM) is `runtime.serving`'s, shared with `fac
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import threading
@@ -45,7 +44,7 @@ def training(project: Project) -> dict:
 
 def verdict(project: Project) -> dict | None:
     """The verdict and the URL of its delta plot; None when evaluate has not judged yet."""
-    found = _read_json(project.metrics_dir / "verdict.json")
+    found = atomic.read_json(project.metrics_dir / "verdict.json")
     if found is None:
         return None
     plot = report_png(project, "eval-deltas.png")
@@ -89,12 +88,6 @@ def finite(value: Any) -> Any:
     return value
 
 
-def _read_json(path: Path) -> dict | None:
-    # A file being replaced right now is read on the next poll; the page never fails on it.
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 class Recent:

@@ -7,11 +7,10 @@ they must be (see status_cache for when they need not be).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from factory import envs, status_cache, witness
+from factory import atomic, envs, status_cache, witness
 from factory.project import Project
 from factory.state import DONE
 
@@ -119,7 +118,7 @@ def data_summary(project: Project) -> dict | None:
     from factory import datareport
 
     path = project.metrics_dir / "data-report.json"
-    report = _json_or_none(path)
+    report = atomic.read_json(path)
     if report is None:
         return None
     return {"summary": datareport.summary_line(report), "report": project.rel(path),
@@ -130,7 +129,7 @@ def data_summary(project: Project) -> dict | None:
 def eval_summary(project: Project) -> dict | None:
     """The latest verdict in one line, with links to its report and plot."""
     path = project.metrics_dir / "verdict.json"
-    verdict = _json_or_none(path)
+    verdict = atomic.read_json(path)
     if verdict is None:
         return None
     summary = {"passed": verdict.get("passed"), "reason": verdict.get("reason"),
@@ -146,7 +145,7 @@ def eval_summary(project: Project) -> dict | None:
 
 def training_status(project: Project) -> dict | None:
     """.factory/training-status.json, with `interrupted` when it says running but nobody is."""
-    status = _json_or_none(project.training_status_file)
+    status = atomic.read_json(project.training_status_file)
     if status is None:
         return None
     if status.get("running"):
@@ -160,9 +159,3 @@ def training_status(project: Project) -> dict | None:
     return status
 
 
-def _json_or_none(path: Path) -> dict | None:
-    # A report being rewritten right now is simply not shown; status must never fail on it.
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None

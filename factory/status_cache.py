@@ -7,7 +7,6 @@ Any difference, a file that appeared or vanished included, and the answer is com
 """
 from __future__ import annotations
 
-import json
 import os
 from importlib.util import find_spec
 from pathlib import Path
@@ -25,9 +24,8 @@ def path(project: Project) -> Path:
 
 def lookup(project: Project) -> dict | None:
     """The stored answer if nothing it depends on has changed since, else None."""
-    try:
-        stored = json.loads(path(project).read_text())
-    except (OSError, ValueError):
+    stored = atomic.read_json(path(project))
+    if not isinstance(stored, dict):
         return None  # no answer yet, or one torn by a crash: compute afresh
     if stored.get("version") != VERSION or stored.get("root") != str(project.root):
         return None

@@ -101,7 +101,6 @@ def _client(project: Project, config: ProjectConfig):
     # MLflow 3 keeps its file store only on request; it is the store that needs no server.
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     try:
-        import mlflow
         from mlflow.tracking import MlflowClient
     except ImportError:
         raise FactoryError("E_DEPENDENCY", "tracking.backend is mlflow, and mlflow does not "
@@ -112,7 +111,6 @@ def _client(project: Project, config: ProjectConfig):
     name = config.tracking.experiment or config.name
     found = client.get_experiment_by_name(name)
     experiment = found.experiment_id if found else client.create_experiment(name)
-    del mlflow
     return client, experiment
 
 
